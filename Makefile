@@ -1,0 +1,22 @@
+# The two commands of the README. Both do all the set-up they need.
+.PHONY: setup check test demo proto bench clean-cache
+
+setup:
+	@scripts/setup.sh
+
+check: setup
+	@scripts/check.sh
+
+# Static checks, then the whole test suite against a real Docker engine.
+test: check
+	.venv/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# Certificates + keys -> an agent -> containers driven over mTLS+HMAC -> auth verification.
+demo: setup
+	@scripts/demo.sh
+
+proto: setup
+	scripts/genproto.sh
+
+bench: setup
+	.venv/bin/python bench/run_all.py

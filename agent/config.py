@@ -1,0 +1,44 @@
+"""The agent's configuration, as parsed from flags and environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyConfig:
+    """Host-level container settings, each refused unless the operator allows it."""
+
+    allow_privileged: bool = False
+    allow_host_network: bool = False
+    allow_host_pid: bool = False
+    allow_host_ipc: bool = False
+    allow_cap_add: bool = False
+    allow_devices: bool = False
+    allow_bind_mounts: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    name: str
+    listen: str
+    ca: Path
+    cert: Path
+    key: Path
+    keys: Path
+    principals: dict[str, str]
+    crl: Path | None = None
+    # Re-read on change; merged with `principals` (which win).
+    principals_file: Path | None = None
+    port_file: Path | None = None
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    # Label selectors ("key" or "key=value") of unmanaged containers we may act on.
+    adopt: tuple[str, ...] = ()
+    max_clock_skew: float = 30.0
+    default_session_ttl: int = 30
+    reap_interval: float = 1.0
+    state_dir: Path | None = None
+    docker_host: str | None = None
+    grace_period: float = 10.0
+    log_level: str = "info"

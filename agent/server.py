@@ -1,0 +1,114 @@
+"""Assembles the agent: gRPC server, guard, health, reflection, sessions; graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from agent import __version__
+from agent.auth import AGENT_SERVICE, Authenticator
+from agent.config import AgentConfig
+from agent.guard import Guard
+from agent.runtime import DockerRuntime
+from agent.service import AgentService
+from agent.sessions import SessionManager
+from agent.tls import CertStore
+from shakedown.agent.v1 import agent_pb2, agent_pb2_grpc
+
+log = logging.getLogger("shakedown.agent")
+
+SERVER_OPTIONS = [
+    ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+
+
+def _write_port_file(path: Path, port: int) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(f"{port}\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class AgentServer:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.certs = CertStore(config.ca, config.cert, config.key, config.crl)
+        self.auth = Authenticator(
+            config.keys, config.principals, config.principals_file,
+            max_skew=config.max_clock_skew,
+        )
+        self.runtime = DockerRuntime(config.name, config.adopt, docker_host=config.docker_host)
+        self.sessions = SessionManager(
+            self.runtime, default_ttl=config.default_session_ttl,
+            reap_interval=config.reap_interval, state_dir=config.state_dir,
+        )
+        self.health = health.aio.HealthServicer()
+        self.server = grpc.aio.server(
+            interceptors=[Guard(self.auth, self.certs)], options=SERVER_OPTIONS
+        )
+        agent_pb2_grpc.add_AgentServicer_to_server(
+            AgentService(config, self.runtime, self.sessions, __version__), self.server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (
+                agent_pb2.DESCRIPTOR.services_by_name["Agent"].full_name,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            self.server,
+        )
+        self.port = 0
+
+    async def start(self) -> int:
+        self.port = self.server.add_secure_port(self.config.listen, self.certs.server_credentials())
+        if self.port == 0:
+            raise OSError(f"--listen {self.config.listen}: cannot bind")
+        await self.sessions.start()
+        await self.server.start()
+        for service in ("", AGENT_SERVICE):
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        if self.config.port_file is not None:
+            _write_port_file(self.config.port_file, self.port)
+        host = self.config.listen.rsplit(":", 1)[0]
+        log.info("listening", extra={"fields": {
+            "address": f"{host}:{self.port}", "version": __version__,
+            "principals": sorted(self.auth.principals()), "adopt": list(self.config.adopt),
+        }})
+        return self.port
+
+    async def stop(self) -> None:
+        # Report NOT_SERVING first so health-checking balancers drain us.
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.config.grace_period)
+        await self.sessions.stop()
+        self.runtime.close()
+        log.info("stopped")
+
+
+async def serve(config: AgentConfig) -> None:
+    server = AgentServer(config)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    waiter = asyncio.create_task(server.server.wait_for_termination())
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    log.info("shutting down", extra={"fields": {"grace_s": config.grace_period}})
+    await server.stop()
+    for task in (waiter, stopper):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

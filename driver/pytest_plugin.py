@@ -1,0 +1,1 @@
+"""pytest plugin entry point (`pytest11`). Fixtures for environments arrive with them."""

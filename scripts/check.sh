@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Static checks: lint, types, and that generated artefacts are fresh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+.venv/bin/ruff check .
+.venv/bin/mypy
+scripts/genproto.sh --check
+.venv/bin/python scripts/gen_hmac_vectors.py --check || { echo "tests/vectors/hmac-v1.json is stale"; exit 1; }
+scripts/check-proto-go.sh
