@@ -68,7 +68,8 @@ class Keyring:
         if not candidates:
             who = f" for principal {principal!r}" if principal else ""
             raise KeyringError(f"no active key{who} in the keyring")
-        return max(candidates, key=lambda k: k.created)
+        # On equal timestamps the later entry wins: a rotation within one second still takes.
+        return max(enumerate(candidates), key=lambda ik: (ik[1].created, ik[0]))[1]
 
     def with_key(self, key: Key) -> Keyring:
         if self.get(key.id) is not None:
