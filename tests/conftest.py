@@ -54,7 +54,13 @@ def agent_name() -> str:
 
 @pytest.fixture(scope="session")
 def pki(session_dir: Path, agent_name: str) -> PkiFixture:
-    return make_pki(session_dir / "certs", (agent_name,))
+    from driver.pki import revoke
+
+    # "revoked" is an admin on the allow-list whose certificate is on the CRL:
+    # only revocation stands between it and the agent.
+    fixture = make_pki(session_dir / "certs", (agent_name,), {"revoked": "admin"})
+    revoke(fixture.root, "revoked")
+    return fixture
 
 
 @pytest.fixture(scope="session")
@@ -80,3 +86,14 @@ def client(agent_proc: AgentProcess):  # type: ignore[no-untyped-def]
     c = agent_proc.client()
     yield c
     c.close()
+
+
+@pytest.fixture()
+def fresh_agent(tmp_path: Path, docker_client: docker.DockerClient, busybox_image: str):  # type: ignore[no-untyped-def]
+    """A private agent with its own PKI, for tests that restart it or rotate its keys."""
+    name = f"t{RUN_ID}-{uuid.uuid4().hex[:6]}"
+    agent = AgentProcess(name, make_pki(tmp_path / "certs", (name,)), tmp_path,
+                         extra_args=["--reap-interval", "0.2"])
+    yield agent
+    agent.stop()
+    remove_run_containers(docker_client, name)
