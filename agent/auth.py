@@ -28,13 +28,23 @@ log = logging.getLogger("shakedown.agent.auth")
 AGENT_SERVICE = "shakedown.agent.v1.Agent"
 READ_ONLY_METHODS = frozenset(
     f"/{AGENT_SERVICE}/{name}"
-    for name in ("GetNodeInfo", "InspectContainer", "ListContainers", "WaitContainer", "Logs",
-                 "Events", "ListSessions")
+    for name in (
+        "GetNodeInfo",
+        "InspectContainer",
+        "ListContainers",
+        "WaitContainer",
+        "Logs",
+        "Events",
+        "ListSessions",
+    )
 )
 # Health and reflection need mTLS but no HMAC, so grpcurl and grpc_health_probe
 # work with a client certificate alone. They are read-only.
-HMAC_EXEMPT_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/",
-                        "/grpc.reflection.v1.ServerReflection/")
+HMAC_EXEMPT_SERVICES = (
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+    "/grpc.reflection.v1.ServerReflection/",
+)
 ROLES = {"admin": None, "observer": READ_ONLY_METHODS}
 
 
@@ -78,7 +88,7 @@ class NonceCache:
     def _prune(self, now: float) -> None:
         # Entries are nearly sorted by forget_at; stop at the first live one.
         while self._seen:
-            token, forget_at = next(iter(self._seen.items()))
+            _, forget_at = next(iter(self._seen.items()))
             if forget_at > now:
                 break
             self._seen.popitem(last=False)
@@ -111,8 +121,10 @@ class _Reloading:
                         self.value = self._loader(self.path)
                         log.info("reloaded", extra={"fields": {"path": str(self.path)}})
                     except Exception as exc:  # a half-written file must not lock everyone out
-                        log.warning("reload failed; keeping the previous version",
-                                    extra={"fields": {"path": str(self.path), "error": str(exc)}})
+                        log.warning(
+                            "reload failed; keeping the previous version",
+                            extra={"fields": {"path": str(self.path), "error": str(exc)}},
+                        )
                     self._stamp = stamp
         return self.value
 
@@ -160,8 +172,9 @@ class Authenticator:
                 f"which may not call {method.rsplit('/', 1)[-1]}"
             )
 
-    def verify(self, caller: Caller, method: str, body: bytes,
-               metadata: Sequence[tuple[str, str | bytes]]) -> Caller:
+    def verify(
+        self, caller: Caller, method: str, body: bytes, metadata: Sequence[tuple[str, str | bytes]]
+    ) -> Caller:
         """Check the request's HMAC signature; returns the caller with its key id."""
         try:
             headers = signing.parse_metadata(metadata)

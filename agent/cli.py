@@ -10,7 +10,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from agent import __version__, log as agent_log
+from agent import __version__
+from agent import log as agent_log
 from agent.config import AgentConfig, PolicyConfig
 from agent.tls import TlsConfigError
 from shakedown.keyring import KeyringError
@@ -47,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Shakedown node agent: manages containers and faults on this node for "
         "Shakedown drivers, over mutually authenticated TLS gRPC with HMAC-signed calls.",
         epilog=f"Every flag can also be set through its environment variable, "
-        f"e.g. --listen as {ENV_PREFIX}LISTEN, --allow-privileged as {ENV_PREFIX}ALLOW_PRIVILEGED=1. "
+        f"e.g. --listen as {ENV_PREFIX}LISTEN, "
+        f"--allow-privileged as {ENV_PREFIX}ALLOW_PRIVILEGED=1. "
         "Typical use with the output of `shakedown certs init` and `shakedown keys init`: "
         "shakedown-agent --name n1 --listen 127.0.0.1:7701 --certs certs/ --keys certs/keys.json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -55,39 +57,73 @@ def build_parser() -> argparse.ArgumentParser:
 
     def opt(flag: str, help: str, **kw: object) -> None:
         env = _env(flag)
-        default = os.environ.get(env, kw.pop("default", None))  # type: ignore[arg-type]
+        default = os.environ.get(env, kw.pop("default", None))
         p.add_argument(f"--{flag}", default=default, help=f"{help} [env {env}]", **kw)  # type: ignore[arg-type]
 
     p.add_argument("--version", action="version", version=f"shakedown-agent {__version__}")
     opt("name", "node name; selects DIR/agent-NAME.crt and labels every container", metavar="NAME")
-    opt("listen", "address to serve on (port 0 picks a free one)", default="127.0.0.1:7700",
-        metavar="HOST:PORT")
+    opt(
+        "listen",
+        "address to serve on (port 0 picks a free one)",
+        default="127.0.0.1:7700",
+        metavar="HOST:PORT",
+    )
     opt("certs", "PKI directory written by `shakedown certs init`", metavar="DIR")
     opt("keys", "HMAC keyring written by `shakedown keys init`", metavar="FILE")
     opt("ca", "CA bundle for client certificates (default DIR/ca.crt)", metavar="FILE")
     opt("cert", "server certificate (default DIR/agent-NAME.crt)", metavar="FILE")
     opt("key", "server private key (default DIR/agent-NAME.key)", metavar="FILE")
-    opt("crl", "certificate revocation list, re-read on change (default DIR/crl.pem)",
-        metavar="FILE")
-    opt("principals", "allow-list file {principal: role} (default DIR/principals.json)",
-        metavar="FILE")
-    p.add_argument("--principal", action="append", default=[], metavar="NAME=ROLE",
-                   help="allow a principal with a role (admin|observer); repeatable")
+    opt(
+        "crl",
+        "certificate revocation list, re-read on change (default DIR/crl.pem)",
+        metavar="FILE",
+    )
+    opt(
+        "principals",
+        "allow-list file {principal: role} (default DIR/principals.json)",
+        metavar="FILE",
+    )
+    p.add_argument(
+        "--principal",
+        action="append",
+        default=[],
+        metavar="NAME=ROLE",
+        help="allow a principal with a role (admin|observer); repeatable",
+    )
     for flag, what in POLICY_FLAGS:
-        p.add_argument(f"--{flag}", action="store_true", default=_env_bool(flag),
-                       help=f"allow {what} (refused by default) [env {_env(flag)}=1]")
-    p.add_argument("--adopt", action="append", default=[], metavar="label=KEY[=VALUE]",
-                   help="also act on unmanaged containers with this label (never reaps them); "
-                   "repeatable, e.g. --adopt label=persys.managed=true")
-    opt("max-clock-skew", "accepted HMAC timestamp skew in seconds", default="30",
-        metavar="SECONDS")
+        p.add_argument(
+            f"--{flag}",
+            action="store_true",
+            default=_env_bool(flag),
+            help=f"allow {what} (refused by default) [env {_env(flag)}=1]",
+        )
+    p.add_argument(
+        "--adopt",
+        action="append",
+        default=[],
+        metavar="label=KEY[=VALUE]",
+        help="also act on unmanaged containers with this label (never reaps them); "
+        "repeatable, e.g. --adopt label=persys.managed=true",
+    )
+    opt(
+        "max-clock-skew", "accepted HMAC timestamp skew in seconds", default="30", metavar="SECONDS"
+    )
     opt("session-ttl", "default session TTL in seconds", default="30", metavar="SECONDS")
-    opt("reap-interval", "how often expired sessions are reaped, seconds", default="1",
-        metavar="SECONDS")
-    opt("state-dir", "where the heartbeat used to age sessions across restarts lives "
-        "(default ~/.local/state/shakedown/agent-NAME)", metavar="DIR")
-    opt("docker-host", "Docker engine URL (default: DOCKER_HOST or the local socket)",
-        metavar="URL")
+    opt(
+        "reap-interval",
+        "how often expired sessions are reaped, seconds",
+        default="1",
+        metavar="SECONDS",
+    )
+    opt(
+        "state-dir",
+        "where the heartbeat used to age sessions across restarts lives "
+        "(default ~/.local/state/shakedown/agent-NAME)",
+        metavar="DIR",
+    )
+    opt(
+        "docker-host", "Docker engine URL (default: DOCKER_HOST or the local socket)", metavar="URL"
+    )
     opt("grace-period", "seconds in-flight calls get on SIGTERM", default="10", metavar="SECONDS")
     opt("port-file", "write the bound port here once serving (useful with port 0)", metavar="FILE")
     opt("log-level", "debug, info, warning or error", default="info", metavar="LEVEL")
@@ -105,7 +141,9 @@ def _number(args: argparse.Namespace, attr: str, flag: str, low: float, high: fl
     return value
 
 
-def _existing(value: str | None, default: Path | None, flag: str, required: bool = True) -> Path | None:
+def _existing(
+    value: str | None, default: Path | None, flag: str, required: bool = True
+) -> Path | None:
     path = Path(value) if value else default
     if path is None:
         if required:
@@ -124,8 +162,9 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
     except PkiLayoutError as exc:
         raise ConfigError(f"--name: {exc}") from None
     if not args.keys:
-        raise ConfigError("--keys is required: HMAC is mandatory (create one with "
-                          "`shakedown keys init FILE`)")
+        raise ConfigError(
+            "--keys is required: HMAC is mandatory (create one with `shakedown keys init FILE`)"
+        )
     host, sep, port = str(args.listen).rpartition(":")
     if not sep or not host or not port.isdigit() or int(port) > 65535:
         raise ConfigError(f"--listen {args.listen!r}: expected HOST:PORT")
@@ -157,21 +196,35 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         if kind != "label" or not sep or not selector or selector.startswith("="):
             raise ConfigError(f"--adopt {item!r}: expected label=KEY or label=KEY=VALUE")
         adopt.append(selector)
-    state_dir = Path(args.state_dir) if args.state_dir else (
-        Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local/state"))
-        / "shakedown" / f"agent-{args.name}"
+    state_dir = (
+        Path(args.state_dir)
+        if args.state_dir
+        else (
+            Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local/state"))
+            / "shakedown"
+            / f"agent-{args.name}"
+        )
     )
     assert ca and cert and key
     return AgentConfig(
-        name=args.name, listen=args.listen, ca=ca, cert=cert, key=key, keys=Path(args.keys),
-        principals=principals, crl=crl, principals_file=principals_file,
-        policy=PolicyConfig(**{f.replace("-", "_"): getattr(args, f.replace("-", "_"))
-                               for f, _ in POLICY_FLAGS}),
+        name=args.name,
+        listen=args.listen,
+        ca=ca,
+        cert=cert,
+        key=key,
+        keys=Path(args.keys),
+        principals=principals,
+        crl=crl,
+        principals_file=principals_file,
+        policy=PolicyConfig(
+            **{f.replace("-", "_"): getattr(args, f.replace("-", "_")) for f, _ in POLICY_FLAGS}
+        ),
         adopt=tuple(adopt),
         max_clock_skew=_number(args, "max_clock_skew", "max-clock-skew", 1, 3600),
         default_session_ttl=int(_number(args, "session_ttl", "session-ttl", 1, 86400)),
         reap_interval=_number(args, "reap_interval", "reap-interval", 0.05, 60),
-        state_dir=state_dir, docker_host=args.docker_host,
+        state_dir=state_dir,
+        docker_host=args.docker_host,
         grace_period=_number(args, "grace_period", "grace-period", 0, 600),
         port_file=Path(args.port_file) if args.port_file else None,
         log_level=str(args.log_level).lower(),
@@ -186,8 +239,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"shakedown-agent: {exc}", file=sys.stderr)
         return 2
     if config.log_level not in ("debug", "info", "warning", "error"):
-        print(f"shakedown-agent: --log-level {config.log_level!r}: use debug|info|warning|error",
-              file=sys.stderr)
+        print(
+            f"shakedown-agent: --log-level {config.log_level!r}: use debug|info|warning|error",
+            file=sys.stderr,
+        )
         return 2
     agent_log.configure(config.log_level, config.name)
     from agent.server import serve  # import late: --help must not need Docker or gRPC
@@ -195,7 +250,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         asyncio.run(serve(config))
     except (TlsConfigError, OSError) as exc:
-        logging.getLogger("shakedown.agent").error("cannot start", extra={"fields": {"error": str(exc)}})
+        logging.getLogger("shakedown.agent").error(
+            "cannot start", extra={"fields": {"error": str(exc)}}
+        )
         print(f"shakedown-agent: {exc}", file=sys.stderr)
         return 1
     return 0

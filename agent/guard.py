@@ -75,7 +75,7 @@ class Guard(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None:
             return handler
-        method: str = details.method  # type: ignore[attr-defined]
+        method: str = details.method
         hmac = needs_hmac(method)
         if handler.request_streaming:
             # Client-streaming methods exist only in HMAC-exempt services
@@ -94,7 +94,9 @@ class Guard(grpc.aio.ServerInterceptor):
         if handler.response_streaming:
             inner_stream = handler.unary_stream
 
-            async def unary_stream(raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async def unary_stream(
+                raw: bytes, context: grpc.aio.ServicerContext
+            ) -> AsyncIterator[Any]:
                 started = time.monotonic()
                 caller: Caller | None = None
                 try:
@@ -115,7 +117,8 @@ class Guard(grpc.aio.ServerInterceptor):
                     self._audit(method, caller, grpc.StatusCode.OK, started)
 
             return grpc.unary_stream_rpc_method_handler(
-                unary_stream, request_deserializer=None,
+                unary_stream,
+                request_deserializer=None,
                 response_serializer=handler.response_serializer,
             )
 
@@ -136,7 +139,8 @@ class Guard(grpc.aio.ServerInterceptor):
             return result
 
         return grpc.unary_unary_rpc_method_handler(
-            unary_unary, request_deserializer=None,
+            unary_unary,
+            request_deserializer=None,
             response_serializer=handler.response_serializer,
         )
 
@@ -144,9 +148,12 @@ class Guard(grpc.aio.ServerInterceptor):
         self, handler: grpc.RpcMethodHandler, method: str, hmac: bool
     ) -> grpc.RpcMethodHandler:
         if hmac:
+
             async def refuse(request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
-                await context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                                    "client-streaming calls cannot be signed")
+                await context.abort(
+                    grpc.StatusCode.UNIMPLEMENTED, "client-streaming calls cannot be signed"
+                )
+
             return grpc.stream_unary_rpc_method_handler(refuse)
         inner = handler.stream_stream or handler.stream_unary
 
@@ -169,14 +176,21 @@ class Guard(grpc.aio.ServerInterceptor):
                 await self._fail(exc, method, caller, context, started)
 
         return grpc.stream_stream_rpc_method_handler(
-            stream_stream, request_deserializer=handler.request_deserializer,
+            stream_stream,
+            request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
 
     # -- outcomes -----------------------------------------------------------------
 
-    def _audit(self, method: str, caller: Caller | None, code: grpc.StatusCode, started: float,
-               reason: str = "") -> None:
+    def _audit(
+        self,
+        method: str,
+        caller: Caller | None,
+        code: grpc.StatusCode,
+        started: float,
+        reason: str = "",
+    ) -> None:
         fields = {
             "method": method,
             "principal": caller.principal if caller else "",
@@ -193,14 +207,23 @@ class Guard(grpc.aio.ServerInterceptor):
             level = logging.INFO
         log.log(level, "rpc", extra={"fields": fields})
 
-    async def _fail(self, exc: BaseException, method: str, caller: Caller | None,
-                    context: grpc.aio.ServicerContext, started: float) -> None:
+    async def _fail(
+        self,
+        exc: BaseException,
+        method: str,
+        caller: Caller | None,
+        context: grpc.aio.ServicerContext,
+        started: float,
+    ) -> None:
         if isinstance(exc, grpc.aio.AbortError):
             raise exc
         if not isinstance(exc, ShakedownError):
             incident = secrets.token_hex(4)
-            log.error("unexpected error", exc_info=exc,
-                      extra={"fields": {"method": method, "incident": incident}})
+            log.error(
+                "unexpected error",
+                exc_info=exc,
+                extra={"fields": {"method": method, "incident": incident}},
+            )
             exc = InternalError(f"internal error in the agent (incident {incident}; see its log)")
         self._audit(method, caller, exc.code, started, str(exc))
         trailing = ((FIELD_METADATA, exc.field),) if exc.field else ()

@@ -44,13 +44,17 @@ class AgentServer:
         self.config = config
         self.certs = CertStore(config.ca, config.cert, config.key, config.crl)
         self.auth = Authenticator(
-            config.keys, config.principals, config.principals_file,
+            config.keys,
+            config.principals,
+            config.principals_file,
             max_skew=config.max_clock_skew,
         )
         self.runtime = DockerRuntime(config.name, config.adopt, docker_host=config.docker_host)
         self.sessions = SessionManager(
-            self.runtime, default_ttl=config.default_session_ttl,
-            reap_interval=config.reap_interval, state_dir=config.state_dir,
+            self.runtime,
+            default_ttl=config.default_session_ttl,
+            reap_interval=config.reap_interval,
+            state_dir=config.state_dir,
         )
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(
@@ -81,10 +85,17 @@ class AgentServer:
         if self.config.port_file is not None:
             _write_port_file(self.config.port_file, self.port)
         host = self.config.listen.rsplit(":", 1)[0]
-        log.info("listening", extra={"fields": {
-            "address": f"{host}:{self.port}", "version": __version__,
-            "principals": sorted(self.auth.principals()), "adopt": list(self.config.adopt),
-        }})
+        log.info(
+            "listening",
+            extra={
+                "fields": {
+                    "address": f"{host}:{self.port}",
+                    "version": __version__,
+                    "principals": sorted(self.auth.principals()),
+                    "adopt": list(self.config.adopt),
+                }
+            },
+        )
         return self.port
 
     async def stop(self) -> None:

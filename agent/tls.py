@@ -72,8 +72,11 @@ class CertStore:
         ca = _read(self.ca_path, "--ca")
         cert = _read(self.cert_path, "--cert")
         key = _read(self.key_path, "--key")
-        for blob, flag, marker in ((ca, "--ca", b"CERTIFICATE"), (cert, "--cert", b"CERTIFICATE"),
-                                   (key, "--key", b"PRIVATE KEY")):
+        for blob, flag, marker in (
+            (ca, "--ca", b"CERTIFICATE"),
+            (cert, "--cert", b"CERTIFICATE"),
+            (key, "--key", b"PRIVATE KEY"),
+        ):
             if marker not in blob:
                 raise TlsConfigError(f"{flag}: not a PEM {marker.decode().lower()}")
         return _Material(ca, cert, key, stamp)
@@ -100,8 +103,10 @@ class CertStore:
             log.info("reloaded TLS certificates", extra={"fields": {"cert": str(self.cert_path)}})
             return self._configuration()
         except Exception as exc:  # keep serving with the previous material
-            log.warning("TLS reload failed; keeping the previous certificates",
-                        extra={"fields": {"error": str(exc)}})
+            log.warning(
+                "TLS reload failed; keeping the previous certificates",
+                extra={"fields": {"error": str(exc)}},
+            )
             return None
 
     @property
@@ -121,16 +126,24 @@ class CertStore:
             if stamp is not None and self.crl_path is not None:
                 revoked = self._parse_crl(self.crl_path)
             self._revoked, self._revoked_cache, self._crl_stamp = revoked, {}, stamp
-            log.info("loaded CRL", extra={"fields": {"path": str(self.crl_path),
-                                                     "revoked": len(revoked)}})
+            log.info(
+                "loaded CRL",
+                extra={"fields": {"path": str(self.crl_path), "revoked": len(revoked)}},
+            )
 
     def _parse_crl(self, path: Path) -> frozenset[int]:
         data = path.read_bytes()
         try:
-            crl = (x509.load_pem_x509_crl(data) if b"-----BEGIN" in data
-                   else x509.load_der_x509_crl(data))
-            issuers = [c for c in x509.load_pem_x509_certificates(self._material.ca)
-                       if c.subject == crl.issuer]
+            crl = (
+                x509.load_pem_x509_crl(data)
+                if b"-----BEGIN" in data
+                else x509.load_der_x509_crl(data)
+            )
+            issuers = [
+                c
+                for c in x509.load_pem_x509_certificates(self._material.ca)
+                if c.subject == crl.issuer
+            ]
             if not any(crl.is_signature_valid(c.public_key()) for c in issuers):  # type: ignore[arg-type]
                 raise TlsConfigError("CRL signature does not verify against the CA")
         except (ValueError, TlsConfigError) as exc:

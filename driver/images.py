@@ -14,8 +14,28 @@ from pathlib import Path
 import docker
 
 BUSYBOX_IMAGE = "shakedown/busybox:test"
-APPLETS = ("sh", "sleep", "echo", "cat", "ls", "true", "false", "env", "nc", "yes", "head",
-           "kill", "ps", "wc", "date", "hostname", "printenv", "trap", "id", "seq")
+APPLETS = (
+    "sh",
+    "sleep",
+    "echo",
+    "cat",
+    "ls",
+    "true",
+    "false",
+    "env",
+    "nc",
+    "yes",
+    "head",
+    "kill",
+    "ps",
+    "wc",
+    "date",
+    "hostname",
+    "printenv",
+    "trap",
+    "id",
+    "seq",
+)
 
 
 def busybox_path() -> Path:
@@ -57,7 +77,9 @@ def ensure_busybox_image(client: docker.DockerClient | None = None) -> str:
         pass
     repo, tag = BUSYBOX_IMAGE.split(":")
     client.api.import_image_from_data(
-        _rootfs_tar(), repository=repo, tag=tag,
+        _rootfs_tar(),
+        repository=repo,
+        tag=tag,
         changes=['CMD ["/bin/sh"]', "LABEL io.shakedown.test-image=busybox"],
     )
     client.images.get(BUSYBOX_IMAGE)

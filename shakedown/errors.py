@@ -93,9 +93,22 @@ class UnknownError(ShakedownError):
 BY_CODE: dict[grpc.StatusCode, type[ShakedownError]] = {
     cls.code: cls
     for cls in (
-        Cancelled, UnknownError, InvalidArgument, DeadlineExceeded, NotFound, AlreadyExists,
-        PolicyError, ResourceExhausted, FailedPrecondition, Aborted, OutOfRange,
-        Unimplemented, InternalError, Unavailable, DataLoss, AuthError,
+        Cancelled,
+        UnknownError,
+        InvalidArgument,
+        DeadlineExceeded,
+        NotFound,
+        AlreadyExists,
+        PolicyError,
+        ResourceExhausted,
+        FailedPrecondition,
+        Aborted,
+        OutOfRange,
+        Unimplemented,
+        InternalError,
+        Unavailable,
+        DataLoss,
+        AuthError,
     )
 }
 

@@ -77,9 +77,12 @@ class Keyring:
         return Keyring((*self.keys, key))
 
     def to_json(self) -> str:
-        return json.dumps(
-            {"version": FORMAT_VERSION, "keys": [k.to_json() for k in self.keys]}, indent=2
-        ) + "\n"
+        return (
+            json.dumps(
+                {"version": FORMAT_VERSION, "keys": [k.to_json() for k in self.keys]}, indent=2
+            )
+            + "\n"
+        )
 
 
 def generate_key(principal: str, key_id: str | None = None, nbytes: int = 32) -> Key:
@@ -99,10 +102,10 @@ def parse(text: str, source: str = "keyring") -> Keyring:
     except json.JSONDecodeError as exc:
         raise KeyringError(f"{source}: not valid JSON: {exc}") from None
     if not isinstance(doc, dict) or doc.get("version") != FORMAT_VERSION:
-        raise KeyringError(f"{source}: expected an object with \"version\": {FORMAT_VERSION}")
+        raise KeyringError(f'{source}: expected an object with "version": {FORMAT_VERSION}')
     raw_keys = doc.get("keys")
     if not isinstance(raw_keys, list):
-        raise KeyringError(f"{source}: \"keys\" must be a list")
+        raise KeyringError(f'{source}: "keys" must be a list')
     keys: list[Key] = []
     seen: set[str] = set()
     for i, raw in enumerate(raw_keys):
@@ -126,8 +129,13 @@ def parse(text: str, source: str = "keyring") -> Keyring:
             raise KeyringError(f"{where}.secret: shorter than {MIN_SECRET_BYTES} bytes")
         seen.add(kid)
         keys.append(
-            Key(kid, principal, secret_bytes, bool(raw.get("active", True)),
-                int(raw.get("created", 0)))
+            Key(
+                kid,
+                principal,
+                secret_bytes,
+                bool(raw.get("active", True)),
+                int(raw.get("created", 0)),
+            )
         )
     return Keyring(tuple(keys))
 

@@ -71,7 +71,7 @@ def load_principals(path: str | os.PathLike[str]) -> dict[str, str]:
         raise PkiLayoutError(f"{p}: not valid JSON: {exc}") from None
     principals = doc.get("principals") if isinstance(doc, dict) else None
     if not isinstance(principals, dict):
-        raise PkiLayoutError(f"{p}: expected {{\"version\": 1, \"principals\": {{name: role}}}}")
+        raise PkiLayoutError(f'{p}: expected {{"version": 1, "principals": {{name: role}}}}')
     for name, role in principals.items():
         check_name("principal", name)
         if role not in ROLES:

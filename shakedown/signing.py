@@ -67,9 +67,9 @@ def canonical_string(key_id: str, method: str, timestamp: int, nonce: str, body:
         raise SignatureFormatError(f"{TIMESTAMP}: out of range: {timestamp}")
     if not NONCE_RE.match(nonce):
         raise SignatureFormatError(f"{NONCE}: must be 16-64 characters of [A-Za-z0-9_-]")
-    return "\n".join(
-        (SCHEME, key_id, method, str(timestamp), nonce, body_digest(body))
-    ).encode("ascii")
+    return "\n".join((SCHEME, key_id, method, str(timestamp), nonce, body_digest(body))).encode(
+        "ascii"
+    )
 
 
 def compute_signature(secret: bytes, canonical: bytes) -> str:
@@ -95,7 +95,9 @@ def sign(
     return SignedHeaders(key_id, ts, nn, sig)
 
 
-def parse_metadata(metadata: Sequence[tuple[str, str | bytes]] | Mapping[str, str]) -> SignedHeaders:
+def parse_metadata(
+    metadata: Sequence[tuple[str, str | bytes]] | Mapping[str, str],
+) -> SignedHeaders:
     """Extract and syntax-check the four signature headers (each exactly once)."""
     items = metadata.items() if isinstance(metadata, Mapping) else metadata
     found: dict[str, str] = {}

@@ -65,11 +65,15 @@ def pki(session_dir: Path, agent_name: str) -> PkiFixture:
 
 @pytest.fixture(scope="session")
 def agent_proc(
-    pki: PkiFixture, session_dir: Path, agent_name: str, busybox_image: str,
+    pki: PkiFixture,
+    session_dir: Path,
+    agent_name: str,
+    busybox_image: str,
     docker_client: docker.DockerClient,
 ) -> Iterator[AgentProcess]:
-    agent = AgentProcess(agent_name, pki, session_dir,
-                         extra_args=["--adopt", f"label={RUN_LABEL}={RUN_ID}"]).start()
+    agent = AgentProcess(
+        agent_name, pki, session_dir, extra_args=["--adopt", f"label={RUN_LABEL}={RUN_ID}"]
+    ).start()
     yield agent
     agent.stop()
     remove_run_containers(docker_client, agent_name)
@@ -92,8 +96,9 @@ def client(agent_proc: AgentProcess):  # type: ignore[no-untyped-def]
 def fresh_agent(tmp_path: Path, docker_client: docker.DockerClient, busybox_image: str):  # type: ignore[no-untyped-def]
     """A private agent with its own PKI, for tests that restart it or rotate its keys."""
     name = f"t{RUN_ID}-{uuid.uuid4().hex[:6]}"
-    agent = AgentProcess(name, make_pki(tmp_path / "certs", (name,)), tmp_path,
-                         extra_args=["--reap-interval", "0.2"])
+    agent = AgentProcess(
+        name, make_pki(tmp_path / "certs", (name,)), tmp_path, extra_args=["--reap-interval", "0.2"]
+    )
     yield agent
     agent.stop()
     remove_run_containers(docker_client, name)

@@ -35,17 +35,22 @@ def _identity(agent: AgentProcess, principal: str) -> tuple[bytes, bytes]:
     return d.client_key(principal).read_bytes(), d.client_cert(principal).read_bytes()
 
 
-def _raw_call(agent: AgentProcess, method: str, body: bytes, metadata: list[tuple[str, str]],
-              identity: tuple[bytes, bytes] | None) -> grpc.StatusCode:
+def _raw_call(
+    agent: AgentProcess,
+    method: str,
+    body: bytes,
+    metadata: list[tuple[str, str]],
+    identity: tuple[bytes, bytes] | None,
+) -> grpc.StatusCode:
     ca = agent.pki.dir.ca_cert.read_bytes()
     if identity is None:
         channel = grpc.insecure_channel(agent.address)
     else:
-        channel = grpc.secure_channel(agent.address,
-                                      grpc.ssl_channel_credentials(ca, *identity))
+        channel = grpc.secure_channel(agent.address, grpc.ssl_channel_credentials(ca, *identity))
     try:
         channel.unary_unary(method, request_serializer=None, response_deserializer=None)(
-            body, metadata=metadata, timeout=10)
+            body, metadata=metadata, timeout=10
+        )
         return grpc.StatusCode.OK
     except grpc.RpcError as err:
         return err.code()  # type: ignore[attr-defined]
@@ -54,8 +59,9 @@ def _raw_call(agent: AgentProcess, method: str, body: bytes, metadata: list[tupl
 
 
 def _count(docker_client: docker.DockerClient, node: str) -> int:
-    return len(docker_client.containers.list(
-        all=True, filters={"label": f"io.shakedown.node={node}"}))
+    return len(
+        docker_client.containers.list(all=True, filters={"label": f"io.shakedown.node={node}"})
+    )
 
 
 def test_verify_auth_matrix_rejects_every_negative_case(agent_proc: AgentProcess) -> None:
@@ -76,8 +82,19 @@ def test_verify_auth_matrix_rejects_every_negative_case(agent_proc: AgentProcess
 
 
 def test_verify_auth_cli_json_and_exit_code(agent_proc: AgentProcess, capsys) -> None:  # type: ignore[no-untyped-def]
-    code = cli_main(["verify", "auth", "--target", agent_proc.address, "--certs",
-                     str(agent_proc.certs), "--keys", str(agent_proc.keys), "--json"])
+    code = cli_main(
+        [
+            "verify",
+            "auth",
+            "--target",
+            agent_proc.address,
+            "--certs",
+            str(agent_proc.certs),
+            "--keys",
+            str(agent_proc.keys),
+            "--json",
+        ]
+    )
     out = json.loads(capsys.readouterr().out)
     assert code == 0
     assert out["ok"] is True
@@ -85,7 +102,9 @@ def test_verify_auth_cli_json_and_exit_code(agent_proc: AgentProcess, capsys) ->
 
 
 def test_verify_auth_flags_an_endpoint_that_accepts_without_client_certs(
-    pki, tmp_path, capsys  # type: ignore[no-untyped-def]
+    pki,
+    tmp_path,
+    capsys,  # type: ignore[no-untyped-def]
 ) -> None:
     """A weak server (TLS, no client auth, no HMAC) must make `verify auth` exit non-zero."""
     name = pki.agents[0]
@@ -93,12 +112,14 @@ def test_verify_auth_flags_an_endpoint_that_accepts_without_client_certs(
     health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
     creds = grpc.ssl_server_credentials(
         [(pki.dir.agent_key(name).read_bytes(), pki.dir.agent_cert(name).read_bytes())],
-        require_client_auth=False)
+        require_client_auth=False,
+    )
     port = server.add_secure_port("127.0.0.1:0", creds)
     server.start()
     try:
-        code = cli_main(["verify", "auth", "--target", f"127.0.0.1:{port}",
-                         "--certs", str(pki.root)])
+        code = cli_main(
+            ["verify", "auth", "--target", f"127.0.0.1:{port}", "--certs", str(pki.root)]
+        )
         out = capsys.readouterr().out
     finally:
         server.stop(0)
@@ -107,7 +128,10 @@ def test_verify_auth_flags_an_endpoint_that_accepts_without_client_certs(
 
 
 def test_rejected_calls_have_no_side_effect(
-    agent_proc: AgentProcess, client, docker_client, busybox_image  # type: ignore[no-untyped-def]
+    agent_proc: AgentProcess,
+    client,
+    docker_client,
+    busybox_image,  # type: ignore[no-untyped-def]
 ) -> None:
     """Each bad credential, on a CreateContainer that would succeed, changes nothing."""
     with client.open_session(ttl=60) as session:
@@ -123,35 +147,59 @@ def test_rejected_calls_have_no_side_effect(
         def sign(**kw) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
             args = {"key_id": key.id, "secret": key.secret, "method": CREATE, "body": body} | kw
             ts = args.pop("timestamp", None)
-            return list(signing.sign(args["key_id"], args["secret"], args["method"], args["body"],
-                                     timestamp=ts).metadata())
+            return list(
+                signing.sign(
+                    args["key_id"], args["secret"], args["method"], args["body"], timestamp=ts
+                ).metadata()
+            )
 
-        ca_key, ca_pem = (agent_proc.pki.dir.ca_key.read_bytes(),
-                          agent_proc.pki.dir.ca_cert.read_bytes())
+        ca_key, ca_pem = (
+            agent_proc.pki.dir.ca_key.read_bytes(),
+            agent_proc.pki.dir.ca_cert.read_bytes(),
+        )
         foreign = make_leaf(*make_ca("elsewhere"), "driver")
         now = dt.datetime.now(dt.UTC)
-        expired = make_leaf(ca_key, ca_pem, "driver", not_before=now - dt.timedelta(days=3),
-                            not_after=now - dt.timedelta(days=1))
+        expired = make_leaf(
+            ca_key,
+            ca_pem,
+            "driver",
+            not_before=now - dt.timedelta(days=3),
+            not_after=now - dt.timedelta(days=1),
+        )
         cases: dict[str, Callable[[], grpc.StatusCode]] = {
             "unsigned": lambda: _raw_call(agent_proc, CREATE, body, [], driver_id),
-            "wrong secret": lambda: _raw_call(agent_proc, CREATE, body,
-                                              sign(secret=secrets.token_bytes(32)), driver_id),
-            "unknown key id": lambda: _raw_call(agent_proc, CREATE, body,
-                                                sign(key_id="nobody-1"), driver_id),
+            "wrong secret": lambda: _raw_call(
+                agent_proc, CREATE, body, sign(secret=secrets.token_bytes(32)), driver_id
+            ),
+            "unknown key id": lambda: _raw_call(
+                agent_proc, CREATE, body, sign(key_id="nobody-1"), driver_id
+            ),
             "another principal's key": lambda: _raw_call(
-                agent_proc, CREATE, body, sign(key_id=viewer_key.id, secret=viewer_key.secret),
-                driver_id),
-            "tampered body": lambda: _raw_call(agent_proc, CREATE, body,
-                                               sign(body=body + b"\x18\x00"), driver_id),
-            "other method's signature": lambda: _raw_call(agent_proc, CREATE, body,
-                                                          sign(method=GET), driver_id),
-            "stale timestamp": lambda: _raw_call(agent_proc, CREATE, body,
-                                                 sign(timestamp=int(time.time()) - 120), driver_id),
+                agent_proc,
+                CREATE,
+                body,
+                sign(key_id=viewer_key.id, secret=viewer_key.secret),
+                driver_id,
+            ),
+            "tampered body": lambda: _raw_call(
+                agent_proc, CREATE, body, sign(body=body + b"\x18\x00"), driver_id
+            ),
+            "other method's signature": lambda: _raw_call(
+                agent_proc, CREATE, body, sign(method=GET), driver_id
+            ),
+            "stale timestamp": lambda: _raw_call(
+                agent_proc, CREATE, body, sign(timestamp=int(time.time()) - 120), driver_id
+            ),
             "observer role": lambda: _raw_call(
-                agent_proc, CREATE, body, sign(key_id=viewer_key.id, secret=viewer_key.secret),
-                _identity(agent_proc, "viewer")),
-            "revoked certificate": lambda: _raw_call(agent_proc, CREATE, body, sign(),
-                                                     _identity(agent_proc, "revoked")),
+                agent_proc,
+                CREATE,
+                body,
+                sign(key_id=viewer_key.id, secret=viewer_key.secret),
+                _identity(agent_proc, "viewer"),
+            ),
+            "revoked certificate": lambda: _raw_call(
+                agent_proc, CREATE, body, sign(), _identity(agent_proc, "revoked")
+            ),
             "foreign CA": lambda: _raw_call(agent_proc, CREATE, body, sign(), foreign),
             "expired certificate": lambda: _raw_call(agent_proc, CREATE, body, sign(), expired),
             "plaintext": lambda: _raw_call(agent_proc, CREATE, body, sign(), None),
@@ -181,9 +229,10 @@ def test_typed_errors_carry_the_reason(agent_proc: AgentProcess) -> None:
     # An unsigned call surfaces as AuthError naming what is missing.
     ca = agent_proc.pki.dir.ca_cert.read_bytes()
     creds = grpc.ssl_channel_credentials(ca, *_identity(agent_proc, "driver"))
-    with grpc.secure_channel(agent_proc.address, creds) as channel:
-        with pytest.raises(grpc.RpcError) as err:
-            channel.unary_unary(GET)(b"", timeout=10)
+    with grpc.secure_channel(agent_proc.address, creds) as channel, pytest.raises(
+        grpc.RpcError
+    ) as err:
+        channel.unary_unary(GET)(b"", timeout=10)
     typed = from_rpc_error(err.value)
     assert isinstance(typed, AuthError)
     assert "missing signature metadata" in str(typed)
@@ -194,16 +243,20 @@ def test_health_and_reflection_need_mtls_but_no_hmac(agent_proc: AgentProcess) -
     creds = grpc.ssl_channel_credentials(ca, *_identity(agent_proc, "viewer"))
     with grpc.secure_channel(agent_proc.address, creds) as channel:
         status = health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service="shakedown.agent.v1.Agent"), timeout=10)
+            health_pb2.HealthCheckRequest(service="shakedown.agent.v1.Agent"), timeout=10
+        )
         assert status.status == health_pb2.HealthCheckResponse.SERVING
         refl = reflection_pb2_grpc.ServerReflectionStub(channel)
         responses = refl.ServerReflectionInfo(
-            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10)
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10
+        )
         names = {s.name for r in responses for s in r.list_services_response.service}
         assert "shakedown.agent.v1.Agent" in names
     no_cert = grpc.ssl_channel_credentials(ca)
-    with grpc.secure_channel(agent_proc.address, no_cert) as channel, \
-            pytest.raises(grpc.RpcError) as err:
+    with (
+        grpc.secure_channel(agent_proc.address, no_cert) as channel,
+        pytest.raises(grpc.RpcError) as err,
+    ):
         health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
 
@@ -229,8 +282,12 @@ def test_tls_floor_is_1_2_and_1_3_is_preferred(agent_proc: AgentProcess) -> None
     # SECLEVEL=0 lets our own OpenSSL offer TLS 1.1, so a failure is the agent's refusal.
     with pytest.raises((ssl.SSLError, ConnectionError)) as err, warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        _tls_handshake(agent_proc, minimum_version=ssl.TLSVersion.TLSv1,
-                       maximum_version=ssl.TLSVersion.TLSv1_1, ciphers="DEFAULT:@SECLEVEL=0").close()
+        _tls_handshake(
+            agent_proc,
+            minimum_version=ssl.TLSVersion.TLSv1,
+            maximum_version=ssl.TLSVersion.TLSv1_1,
+            ciphers="DEFAULT:@SECLEVEL=0",
+        ).close()
     assert "NO_CIPHERS" not in str(err.value) and "NO_PROTOCOLS" not in str(err.value)
 
 
@@ -266,8 +323,9 @@ def test_key_rotation_and_retirement_need_no_restart(fresh_agent: AgentProcess) 
     old = ring.signing_key("driver")
     new = keyring.generate_key("driver", key_id="driver-rotated")
     retired = keyring.Key(old.id, old.principal, old.secret, active=False, created=old.created)
-    keyring.save(keyring.Keyring((*[k for k in ring.keys if k.id != old.id], retired, new)),
-                 agent.keys)
+    keyring.save(
+        keyring.Keyring((*[k for k in ring.keys if k.id != old.id], retired, new)), agent.keys
+    )
     with agent.client() as new_client:
         assert new_client.node_info().principal == "driver"
     with pytest.raises(AuthError, match="retired"):

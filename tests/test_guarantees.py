@@ -38,12 +38,24 @@ def _node_containers(docker_client, node: str) -> list:  # type: ignore[no-untyp
 
 
 def test_session_is_reaped_after_its_driver_is_killed(
-    agent_proc: AgentProcess, busybox_image: str, docker_client  # type: ignore[no-untyped-def]
+    agent_proc: AgentProcess,
+    busybox_image: str,
+    docker_client,  # type: ignore[no-untyped-def]
 ) -> None:
     driver = subprocess.Popen(
-        [sys.executable, "-c", DRIVER_SCRIPT, agent_proc.address, str(agent_proc.certs),
-         str(agent_proc.keys), busybox_image, "3"],
-        stdout=subprocess.PIPE, text=True, cwd=os.getcwd(),
+        [
+            sys.executable,
+            "-c",
+            DRIVER_SCRIPT,
+            agent_proc.address,
+            str(agent_proc.certs),
+            str(agent_proc.keys),
+            busybox_image,
+            "3",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=os.getcwd(),
     )
     try:
         assert driver.stdout is not None
@@ -69,7 +81,9 @@ def test_session_is_reaped_after_its_driver_is_killed(
             driver.wait(10)
 
 
-def test_restart_rebuilds_sessions_from_labels(fresh_agent: AgentProcess, busybox_image: str) -> None:
+def test_restart_rebuilds_sessions_from_labels(
+    fresh_agent: AgentProcess, busybox_image: str
+) -> None:
     agent = fresh_agent.start()
     with agent.client() as c:
         session = c.open_session(ttl=60, labels={"suite": "restart"})
@@ -91,7 +105,9 @@ def test_restart_rebuilds_sessions_from_labels(fresh_agent: AgentProcess, busybo
 
 
 def test_sessions_that_expired_while_the_agent_was_down_are_reaped_at_start(
-    fresh_agent: AgentProcess, busybox_image: str, docker_client  # type: ignore[no-untyped-def]
+    fresh_agent: AgentProcess,
+    busybox_image: str,
+    docker_client,  # type: ignore[no-untyped-def]
 ) -> None:
     agent = fresh_agent.start()
     with agent.client() as c:
@@ -105,8 +121,11 @@ def test_sessions_that_expired_while_the_agent_was_down_are_reaped_at_start(
     down_at = time.monotonic()
     wait_for(lambda: time.monotonic() - down_at > 3, 10, what="the TTL to lapse while down")
     agent.start()
-    wait_for(lambda: not docker_client.containers.list(all=True, filters={"id": box.id}), 10,
-             what="the expired session's container to be reaped")
+    wait_for(
+        lambda: not docker_client.containers.list(all=True, filters={"id": box.id}),
+        10,
+        what="the expired session's container to be reaped",
+    )
     assert docker_client.containers.get(kept.id).status == "running"  # persistent survives
     with agent.client() as c:
         assert c.close_session(keep.id) == 1
@@ -129,8 +148,11 @@ def test_agent_refuses_host_level_containers(client, busybox_image: str) -> None
         from driver.types import Mount
 
         with pytest.raises(PolicyError) as err:
-            session.create(ContainerSpec(image=busybox_image,
-                                         mounts=[Mount(type="bind", source="/etc", target="/x")]))
+            session.create(
+                ContainerSpec(
+                    image=busybox_image, mounts=[Mount(type="bind", source="/etc", target="/x")]
+                )
+            )
         assert "spec.mounts" in (err.value.field or "")
         assert session.list(all=True) == []
 
@@ -140,8 +162,23 @@ def test_agent_refuses_host_level_containers(client, busybox_image: str) -> None
 odd_text = st.one_of(
     st.text(max_size=40),
     st.text(alphabet=st.characters(codec="utf-8"), min_size=1, max_size=8).map(lambda s: s * 400),
-    st.sampled_from(["", " ", "\x00", "../../etc", "UPPER/Case", "a" * 5000, "\u202eevil",
-                     "🐳", "busybox:", ":tag", "x@sha256:zz", "-rf", "a b"]),
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "\x00",
+            "../../etc",
+            "UPPER/Case",
+            "a" * 5000,
+            "\u202eevil",
+            "🐳",
+            "busybox:",
+            ":tag",
+            "x@sha256:zz",
+            "-rf",
+            "a b",
+        ]
+    ),
 )
 specs = st.builds(
     ContainerSpec,
@@ -153,7 +190,7 @@ specs = st.builds(
     working_dir=odd_text,
     user=odd_text,
     hostname=odd_text,
-    memory=st.one_of(st.none(), st.integers(-2**63, 2**63 - 1)),
+    memory=st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1)),
     # Never pull: a valid-looking image must not send traffic off this machine.
     pull=st.just("never"),
     cpus=st.one_of(st.none(), st.floats(-1e6, 1e6, allow_nan=False)),
@@ -163,7 +200,9 @@ specs = st.builds(
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 @given(spec=specs)
 def test_malformed_specs_get_a_clear_error_and_the_agent_survives(
-    agent_proc: AgentProcess, client, spec: ContainerSpec  # type: ignore[no-untyped-def]
+    agent_proc: AgentProcess,
+    client,
+    spec: ContainerSpec,  # type: ignore[no-untyped-def]
 ) -> None:
     try:
         request = spec.to_pb()
@@ -184,8 +223,11 @@ def test_malformed_specs_get_a_clear_error_and_the_agent_survives(
 def test_garbage_request_bytes_are_invalid_argument_not_a_crash(agent_proc: AgentProcess) -> None:
     key = keyring.load(agent_proc.keys).signing_key("driver")
     d = agent_proc.pki.dir
-    creds = grpc.ssl_channel_credentials(d.ca_cert.read_bytes(), d.client_key("driver").read_bytes(),
-                                         d.client_cert("driver").read_bytes())
+    creds = grpc.ssl_channel_credentials(
+        d.ca_cert.read_bytes(),
+        d.client_key("driver").read_bytes(),
+        d.client_cert("driver").read_bytes(),
+    )
     method = "/shakedown.agent.v1.Agent/CreateContainer"
     with grpc.secure_channel(agent_proc.address, creds) as channel:
         call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)

@@ -30,8 +30,14 @@ def test_sign(case: dict) -> None:
     )
     assert canonical.decode() == case["canonical"]
     assert signing.body_digest(body) == case["body_sha256"]
-    headers = signing.sign(case["key_id"], SECRETS[case["key_id"]], case["method"], body,
-                           timestamp=case["timestamp"], nonce=case["nonce"])
+    headers = signing.sign(
+        case["key_id"],
+        SECRETS[case["key_id"]],
+        case["method"],
+        body,
+        timestamp=case["timestamp"],
+        nonce=case["nonce"],
+    )
     assert headers.signature == case["signature"]
     assert signing.parse_metadata(headers.metadata()) == headers
 

@@ -9,11 +9,14 @@ from pathlib import Path
 from driver.cli import CliError
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = sub.add_parser("verify", help="verify authentication (and, later, discovery) of a system")
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "verify", help="verify authentication (and, later, discovery) of a system"
+    )
     vsub = parser.add_subparsers(dest="verify_command", metavar="WHAT", required=True)
     auth = vsub.add_parser(
-        "auth", help="run the authentication matrix against a gRPC endpoint",
+        "auth",
+        help="run the authentication matrix against a gRPC endpoint",
         description="Checks that TARGET rejects every bad credential: plaintext, no or foreign or "
         "expired or revoked client certificates, principals off the allow-list or with the wrong "
         "role and, with --keys, unsigned, mis-signed, tampered, stale and replayed calls. "
@@ -25,7 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     auth.add_argument("--keys", metavar="FILE", help="HMAC keyring: also run the signature cases")
     auth.add_argument("--principal", default="driver", help="the valid identity (default driver)")
     auth.add_argument("--server-name", metavar="NAME", help="TLS name to expect from the server")
-    auth.add_argument("--crl", metavar="FILE", help="CRL listing a revoked client cert (default DIR/crl.pem)")
+    auth.add_argument(
+        "--crl", metavar="FILE", help="CRL listing a revoked client cert (default DIR/crl.pem)"
+    )
     auth.add_argument("--timeout", type=float, default=5.0, help="per-call deadline, seconds")
     auth.add_argument("--json", action="store_true", help="machine-readable output")
     auth.set_defaults(func=run_auth)
@@ -35,15 +40,27 @@ def run_auth(args: argparse.Namespace) -> int:
     from driver.verify.auth import render_table, verify_auth
 
     certs = Path(args.certs)
-    for flag, path in (("--certs", certs), ("--keys", Path(args.keys) if args.keys else None),
-                       ("--crl", Path(args.crl) if args.crl else None)):
+    for flag, path in (
+        ("--certs", certs),
+        ("--keys", Path(args.keys) if args.keys else None),
+        ("--crl", Path(args.crl) if args.crl else None),
+    ):
         if path is not None and not path.exists():
             raise CliError(f"{flag} {path}: does not exist")
     client_cert = certs / f"client-{args.principal}.crt"
     if not client_cert.exists():
-        raise CliError(f"--principal {args.principal}: no {client_cert} (see `shakedown certs issue`)")
-    report = verify_auth(args.target, certs, args.keys, principal=args.principal,
-                         server_name=args.server_name, crl=args.crl, timeout=args.timeout)
+        raise CliError(
+            f"--principal {args.principal}: no {client_cert} (see `shakedown certs issue`)"
+        )
+    report = verify_auth(
+        args.target,
+        certs,
+        args.keys,
+        principal=args.principal,
+        server_name=args.server_name,
+        crl=args.crl,
+        timeout=args.timeout,
+    )
     print(json.dumps(report.to_json(), indent=2) if args.json else render_table(report))
     if report.accepted_negatives:
         return 1

@@ -31,8 +31,11 @@ MUTATING_PROBE = "/shakedown.agent.v1.Agent/KillContainer"
 OTHER_METHOD = "/shakedown.agent.v1.Agent/ListSessions"
 # KillContainerRequest{container: "shakedown-verify-absent"}: NOT_FOUND if ever admitted.
 MUTATING_BODY = b"\x0a\x17shakedown-verify-absent"
-REJECTED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED,
-            grpc.StatusCode.UNAVAILABLE)
+REJECTED = (
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.UNAVAILABLE,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +86,9 @@ class AuthReport:
             "target": self.target,
             "ok": self.ok,
             "cases": [asdict(c) for c in self.cases],
-            "summary": {v: sum(c.verdict == v for c in self.cases) for v in ("pass", "FAIL", "skip")},
+            "summary": {
+                v: sum(c.verdict == v for c in self.cases) for v in ("pass", "FAIL", "skip")
+            },
         }
 
 
@@ -103,8 +108,13 @@ class _Prober:
         self.target, self.ca_pem, self.timeout = target, ca_pem, timeout
         self.options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
 
-    def call(self, identity: Identity | None, method: str, body: bytes,
-             metadata: Sequence[tuple[str, str]] = ()) -> Outcome:
+    def call(
+        self,
+        identity: Identity | None,
+        method: str,
+        body: bytes,
+        metadata: Sequence[tuple[str, str]] = (),
+    ) -> Outcome:
         if identity is None:
             channel = grpc.insecure_channel(self.target)
         else:
@@ -115,7 +125,7 @@ class _Prober:
             stub(body, timeout=self.timeout, metadata=list(metadata))
             return Outcome("OK", "")
         except grpc.RpcError as err:
-            return Outcome(err.code().name, err.details() or "")  # type: ignore[attr-defined]
+            return Outcome(err.code().name, err.details() or "")
         finally:
             channel.close()
 
@@ -148,30 +158,47 @@ def verify_auth(
     server_name: str | None = None,
     crl: str | Path | None = None,
     timeout: float = 5.0,
-    ca: Path | None = None, cert: Path | None = None, key: Path | None = None,
+    ca: Path | None = None,
+    cert: Path | None = None,
+    key: Path | None = None,
 ) -> AuthReport:
     """Run the authentication matrix against ``target``; returns every case's verdict."""
     pki = PkiDir(Path(certs))
     ca_pem = (ca or pki.ca_cert).read_bytes()
-    good = Identity((key or pki.client_key(principal)).read_bytes(),
-                    (cert or pki.client_cert(principal)).read_bytes())
+    good = Identity(
+        (key or pki.client_key(principal)).read_bytes(),
+        (cert or pki.client_cert(principal)).read_bytes(),
+    )
     ring = keyring_mod.load(keys) if keys else None
     signing_key = ring.signing_key(principal) if ring else None
     probe = AGENT_PROBE if ring else HEALTH_PROBE
     prober = _Prober(target, ca_pem, server_name, timeout)
     report = AuthReport(target)
 
-    def signed(method: str = probe, body: bytes = b"", *, key_id: str | None = None,
-               secret: bytes | None = None, ts: int | None = None,
-               sign_method: str | None = None, sign_body: bytes | None = None) -> list[tuple[str, str]]:
+    def signed(
+        method: str = probe,
+        body: bytes = b"",
+        *,
+        key_id: str | None = None,
+        secret: bytes | None = None,
+        ts: int | None = None,
+        sign_method: str | None = None,
+        sign_body: bytes | None = None,
+    ) -> list[tuple[str, str]]:
         if signing_key is None:
             return []
-        headers = signing.sign(key_id or signing_key.id, secret or signing_key.secret,
-                               sign_method or method, body if sign_body is None else sign_body,
-                               timestamp=ts)
+        headers = signing.sign(
+            key_id or signing_key.id,
+            secret or signing_key.secret,
+            sign_method or method,
+            body if sign_body is None else sign_body,
+            timestamp=ts,
+        )
         return list(headers.metadata())
 
-    def run(name: str, category: str, expected: str, fn: Callable[[], Outcome | str]) -> Outcome | None:
+    def run(
+        name: str, category: str, expected: str, fn: Callable[[], Outcome | str]
+    ) -> Outcome | None:
         case = Case(name, category, expected)
         report.cases.append(case)
         try:
@@ -192,13 +219,21 @@ def verify_auth(
     from driver.pki import make_ca, make_leaf
 
     # -- control: a fully valid call must work, or the rest means nothing.
-    run("valid certificate" + (" and signature" if ring else ""), "control", "accept",
-        lambda: prober.call(good, probe, b"", signed()))
+    run(
+        "valid certificate" + (" and signature" if ring else ""),
+        "control",
+        "accept",
+        lambda: prober.call(good, probe, b"", signed()),
+    )
 
     # -- mTLS
     run("plaintext (no TLS)", "mtls", "reject", lambda: prober.call(None, probe, b"", signed()))
-    run("no client certificate", "mtls", "reject",
-        lambda: prober.call(Identity(None, None), probe, b"", signed()))
+    run(
+        "no client certificate",
+        "mtls",
+        "reject",
+        lambda: prober.call(Identity(None, None), probe, b"", signed()),
+    )
 
     def foreign_ca() -> Outcome:
         fkey, fcert = make_ca("shakedown-verify foreign CA")
@@ -206,15 +241,22 @@ def verify_auth(
 
     run("certificate from another CA", "mtls", "reject", foreign_ca)
 
-    def minted(cn: str, **kw: dt.datetime) -> Outcome | str:
+    def minted(cn: str, not_before: dt.datetime | None = None,
+               not_after: dt.datetime | None = None) -> Outcome | str:
         if ca_key is None:
             return f"needs the CA key ({pki.ca_key}) to mint a test certificate"
-        return prober.call(Identity(*make_leaf(ca_key, ca_pem, cn, **kw)), probe, b"", signed())
+        leaf = make_leaf(ca_key, ca_pem, cn, not_before=not_before, not_after=not_after)
+        return prober.call(Identity(*leaf), probe, b"", signed())
 
     now = dt.datetime.now(dt.UTC)
-    run("expired certificate", "mtls", "reject",
-        lambda: minted(principal, not_before=now - dt.timedelta(days=10),
-                       not_after=now - dt.timedelta(days=1)))
+    run(
+        "expired certificate",
+        "mtls",
+        "reject",
+        lambda: minted(
+            principal, not_before=now - dt.timedelta(days=10), not_after=now - dt.timedelta(days=1)
+        ),
+    )
 
     def revoked() -> Outcome | str:
         found = _revoked_client(pki, Path(crl) if crl else None)
@@ -223,8 +265,12 @@ def verify_auth(
         return prober.call(found[0], probe, b"", signed())
 
     run("revoked certificate", "mtls", "reject", revoked)
-    run("principal not on the allow-list", "mtls", "reject",
-        lambda: minted(f"shakedown-verify-intruder-{secrets.token_hex(3)}"))
+    run(
+        "principal not on the allow-list",
+        "mtls",
+        "reject",
+        lambda: minted(f"shakedown-verify-intruder-{secrets.token_hex(3)}"),
+    )
 
     def wrong_role() -> Outcome | str:
         if ring is None:
@@ -235,10 +281,11 @@ def verify_auth(
             return "no observer principal with a certificate in the PKI directory"
         who = observers[0]
         ident = Identity(pki.client_key(who).read_bytes(), pki.client_cert(who).read_bytes())
+        own: keyring_mod.Key | None = signing_key
         try:
             own = ring.signing_key(who)
         except keyring_mod.KeyringError:
-            own = signing_key
+            pass  # sign with our key: the role check comes first anyway
         assert own is not None
         md = signing.sign(own.id, own.secret, MUTATING_PROBE, MUTATING_BODY).metadata()
         return prober.call(ident, MUTATING_PROBE, MUTATING_BODY, list(md))
@@ -250,11 +297,23 @@ def verify_auth(
 
     # -- HMAC
     run("unsigned call", "hmac", "reject", lambda: prober.call(good, probe, b"", []))
-    run("wrong secret for the key id", "hmac", "reject",
-        lambda: prober.call(good, probe, b"", signed(secret=secrets.token_bytes(32))))
-    run("unknown key id", "hmac", "reject",
-        lambda: prober.call(good, probe, b"", signed(key_id=f"verify-unknown-{secrets.token_hex(3)}",
-                                                       secret=secrets.token_bytes(32))))
+    run(
+        "wrong secret for the key id",
+        "hmac",
+        "reject",
+        lambda: prober.call(good, probe, b"", signed(secret=secrets.token_bytes(32))),
+    )
+    run(
+        "unknown key id",
+        "hmac",
+        "reject",
+        lambda: prober.call(
+            good,
+            probe,
+            b"",
+            signed(key_id=f"verify-unknown-{secrets.token_hex(3)}", secret=secrets.token_bytes(32)),
+        ),
+    )
 
     def other_principals_key() -> Outcome | str:
         others = [k for k in ring.keys if k.active and k.principal != principal]
@@ -263,14 +322,30 @@ def verify_auth(
         return prober.call(good, probe, b"", signed(key_id=others[0].id, secret=others[0].secret))
 
     run("key bound to another principal", "hmac", "reject", other_principals_key)
-    run("tampered body", "hmac", "reject",
-        lambda: prober.call(good, probe, b"\x78\x01", signed(sign_body=b"")))
-    run("signature for another method", "hmac", "reject",
-        lambda: prober.call(good, probe, b"", signed(sign_method=OTHER_METHOD)))
-    run("stale timestamp (-10 min)", "hmac", "reject",
-        lambda: prober.call(good, probe, b"", signed(ts=int(time.time()) - 600)))
-    run("future timestamp (+10 min)", "hmac", "reject",
-        lambda: prober.call(good, probe, b"", signed(ts=int(time.time()) + 600)))
+    run(
+        "tampered body",
+        "hmac",
+        "reject",
+        lambda: prober.call(good, probe, b"\x78\x01", signed(sign_body=b"")),
+    )
+    run(
+        "signature for another method",
+        "hmac",
+        "reject",
+        lambda: prober.call(good, probe, b"", signed(sign_method=OTHER_METHOD)),
+    )
+    run(
+        "stale timestamp (-10 min)",
+        "hmac",
+        "reject",
+        lambda: prober.call(good, probe, b"", signed(ts=int(time.time()) - 600)),
+    )
+    run(
+        "future timestamp (+10 min)",
+        "hmac",
+        "reject",
+        lambda: prober.call(good, probe, b"", signed(ts=int(time.time()) + 600)),
+    )
 
     def replay() -> Outcome | str:
         md = signed()
@@ -289,9 +364,12 @@ def render_table(report: AuthReport) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = [f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c:<{widths[2]}}  {d}" for a, b, c, d in rows]
     n = len(report.accepted_negatives)
-    summary = (f"{report.target}: all {len(report.cases)} cases as expected"
-               if report.ok else f"{report.target}: {len(report.failures)} case(s) FAILED"
-               + (f", {n} should-be-rejected case(s) ACCEPTED" if n else ""))
+    summary = (
+        f"{report.target}: all {len(report.cases)} cases as expected"
+        if report.ok
+        else f"{report.target}: {len(report.failures)} case(s) FAILED"
+        + (f", {n} should-be-rejected case(s) ACCEPTED" if n else "")
+    )
     skipped = sum(c.verdict == "skip" for c in report.cases)
     if skipped:
         summary += f" ({skipped} skipped)"

@@ -42,7 +42,9 @@ class PkiFixture:
         return PkiDir(self.root)
 
 
-def make_pki(root: Path, agents: tuple[str, ...], extra_principals: dict[str, str] | None = None) -> PkiFixture:
+def make_pki(
+    root: Path, agents: tuple[str, ...], extra_principals: dict[str, str] | None = None
+) -> PkiFixture:
     from driver.pki import init_pki
 
     principals = {"driver": "admin", "viewer": "observer", **(extra_principals or {})}
@@ -81,10 +83,24 @@ class AgentProcess:
         port_file = self.workdir / f"agent-{self.name}.port"
         port_file.unlink(missing_ok=True)
         cmd = [
-            sys.executable, "-m", "agent", "--name", self.name, "--listen", "127.0.0.1:0",
-            "--certs", str(self.pki.root), "--keys", str(self.pki.keys),
-            "--port-file", str(port_file), "--state-dir", str(self.workdir / f"state-{self.name}"),
-            "--grace-period", "2", *self.extra_args,
+            sys.executable,
+            "-m",
+            "agent",
+            "--name",
+            self.name,
+            "--listen",
+            "127.0.0.1:0",
+            "--certs",
+            str(self.pki.root),
+            "--keys",
+            str(self.pki.keys),
+            "--port-file",
+            str(port_file),
+            "--state-dir",
+            str(self.workdir / f"state-{self.name}"),
+            "--grace-period",
+            "2",
+            *self.extra_args,
         ]
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
@@ -92,8 +108,10 @@ class AgentProcess:
 
         def ready() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"agent {self.name} exited with {self.proc.returncode}:\n"
-                                   + self.log_path.read_text(errors="replace")[-4000:])
+                raise RuntimeError(
+                    f"agent {self.name} exited with {self.proc.returncode}:\n"
+                    + self.log_path.read_text(errors="replace")[-4000:]
+                )
             return port_file.exists() and port_file.read_text().strip().isdigit()
 
         wait_for(ready, timeout, what=f"agent {self.name} to listen")
@@ -133,5 +151,6 @@ class AgentProcess:
     def client(self, principal: str = "driver", **kw):  # type: ignore[no-untyped-def]
         from driver.client import AgentClient
 
-        return AgentClient.from_certs_dir(self.address, self.pki.root, self.pki.keys,
-                                          principal=principal, **kw)
+        return AgentClient.from_certs_dir(
+            self.address, self.pki.root, self.pki.keys, principal=principal, **kw
+        )
