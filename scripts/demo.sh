@@ -15,8 +15,10 @@ cleanup() {
 trap cleanup EXIT
 
 image=$(python -m driver.images)
-say shakedown certs init "$out/certs" --agent demo=127.0.0.1,localhost --principal driver:admin --principal viewer:observer
-shakedown certs init "$out/certs" --agent demo=127.0.0.1,localhost --principal driver:admin --principal viewer:observer
+say shakedown certs init "$out/certs" --agent demo=127.0.0.1,localhost --principal driver:admin --principal viewer:observer --principal mallory:admin
+shakedown certs init "$out/certs" --agent demo=127.0.0.1,localhost --principal driver:admin --principal viewer:observer --principal mallory:admin
+say shakedown certs revoke "$out/certs" mallory
+shakedown certs revoke "$out/certs" mallory
 say shakedown keys init "$out/certs/keys.json" --principal driver --principal viewer
 shakedown keys init "$out/certs/keys.json" --principal driver --principal viewer
 
