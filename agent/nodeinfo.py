@@ -1,0 +1,86 @@
+"""Static facts about the node: engine version, host size, fault capabilities.
+
+Probed once (the engine and the kernel do not change under a running agent),
+so GetNodeInfo costs no engine round trip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CAP_NET_ADMIN = 12
+
+
+@dataclass(frozen=True, slots=True)
+class Capability:
+    name: str
+    available: bool
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class NodeFacts:
+    docker_version: str
+    docker_api_version: str
+    kernel_version: str
+    operating_system: str
+    architecture: str
+    cpus: int
+    memory_bytes: int
+    capabilities: tuple[Capability, ...]
+
+
+def probe(api: Any) -> NodeFacts:
+    """One /version and one /info call, plus local probes (``api`` is a docker APIClient)."""
+    version = api.version()
+    info = api.info()
+    return NodeFacts(
+        docker_version=str(version.get("Version", "")),
+        docker_api_version=str(version.get("ApiVersion", "")),
+        kernel_version=str(info.get("KernelVersion") or version.get("KernelVersion", "")),
+        operating_system=str(info.get("OperatingSystem", "")),
+        architecture=str(info.get("Architecture") or version.get("Arch", "")),
+        cpus=int(info.get("NCPU") or os.cpu_count() or 1),
+        memory_bytes=int(info.get("MemTotal") or 0),
+        capabilities=tuple(capabilities(str(info.get("CgroupVersion", "")))),
+    )
+
+
+def capabilities(cgroup_version: str = "") -> list[Capability]:
+    engine = "through the docker engine API"
+    caps = [Capability(name, True, engine) for name in ("kill", "stop", "restart", "exec")]
+    caps.append(_pause(cgroup_version))
+    net_admin, why = _net_admin()
+    iptables = shutil.which("iptables")
+    if not iptables:
+        caps.append(Capability("partition", False, "iptables binary not found"))
+    else:
+        caps.append(Capability("partition", net_admin, f"{iptables}; {why}"))
+    tc = shutil.which("tc")
+    caps.append(Capability("latency", bool(tc), f"{tc}; {why}" if tc else "tc binary not found"))
+    return caps
+
+
+def _pause(cgroup_version: str) -> Capability:
+    root = Path("/sys/fs/cgroup")
+    if (root / "freezer").is_dir():
+        return Capability("pause", True, "freezer cgroup mounted (cgroup v1)")
+    if cgroup_version == "2" or (root / "cgroup.controllers").exists():
+        return Capability("pause", True, "cgroup v2 (cgroup.freeze)")
+    return Capability("pause", False, "no freezer cgroup and no cgroup v2")
+
+
+def _net_admin() -> tuple[bool, str]:
+    if os.geteuid() == 0:
+        return True, "running as root"
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapEff:") and int(line.split()[1], 16) >> CAP_NET_ADMIN & 1:
+                return True, "CAP_NET_ADMIN in effective set"
+    except (OSError, ValueError):
+        pass
+    return False, "needs root or CAP_NET_ADMIN"

@@ -1,0 +1,196 @@
+"""The Agent servicer: validate each request (policy.py), then call the runtime/sessions.
+
+Handlers raise ShakedownError subclasses; the guard interceptor turns them into
+statuses, so nothing here touches the gRPC context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from agent import policy
+from agent.config import AgentConfig
+from agent.identity import Caller, current_caller
+from agent.runtime import DockerRuntime
+from agent.sessions import SessionManager
+from shakedown.agent.v1 import agent_pb2 as pb
+from shakedown.agent.v1 import agent_pb2_grpc
+from shakedown.errors import InvalidArgument
+
+_Ctx = Any  # grpc.aio.ServicerContext; unused: errors travel as exceptions
+
+
+def _caller() -> Caller | None:
+    try:
+        return current_caller()
+    except LookupError:  # called outside the guard (tests): no identity to check
+        return None
+
+
+def _principal() -> str:
+    caller = _caller()
+    return caller.principal if caller else ""
+
+
+class AgentService(agent_pb2_grpc.AgentServicer):
+    def __init__(self, config: AgentConfig, runtime: DockerRuntime, sessions: SessionManager,
+                 version: str) -> None:
+        self.config = config
+        self.runtime = runtime
+        self.sessions = sessions
+        self.version = version
+
+    # ------------------------------------------------------------ node
+
+    async def GetNodeInfo(self, request: pb.GetNodeInfoRequest, context: _Ctx) -> pb.NodeInfo:
+        facts = await self.runtime.node_info()
+        p = self.config.policy
+        caller = _caller()
+        info = pb.NodeInfo(
+            name=self.config.name, agent_version=self.version,
+            docker_version=facts.docker_version, docker_api_version=facts.docker_api_version,
+            kernel_version=facts.kernel_version, operating_system=facts.operating_system,
+            architecture=facts.architecture, cpus=facts.cpus, memory_bytes=facts.memory_bytes,
+            capabilities=[pb.Capability(name=c.name, available=c.available, detail=c.detail)
+                          for c in facts.capabilities],
+            policy=pb.Policy(
+                allow_privileged=p.allow_privileged, allow_host_network=p.allow_host_network,
+                allow_host_pid=p.allow_host_pid, allow_host_ipc=p.allow_host_ipc,
+                allow_cap_add=p.allow_cap_add, allow_devices=p.allow_devices,
+                allow_bind_mounts=p.allow_bind_mounts, adopt_selectors=list(self.config.adopt),
+            ),
+            principal=caller.principal if caller else "", role=caller.role if caller else "",
+        )
+        info.server_time.GetCurrentTime()
+        return info
+
+    # ------------------------------------------------------------ containers
+
+    async def CreateContainer(self, request: pb.CreateContainerRequest,
+                              context: _Ctx) -> pb.Container:
+        policy.session_id(request.session_id)
+        policy.validate_spec(request.spec, self.config.policy,
+                             limits=await self.runtime.limits())
+        return await self.sessions.create_container(request.session_id, _caller(),
+                                                    request.spec, request.start)
+
+    async def StartContainer(self, request: pb.StartContainerRequest,
+                             context: _Ctx) -> pb.Container:
+        return await self.runtime.start(policy.container_ref(request.container))
+
+    async def StopContainer(self, request: pb.StopContainerRequest,
+                            context: _Ctx) -> pb.Container:
+        ref = policy.container_ref(request.container)
+        timeout = (policy.timeout_seconds(request.timeout_seconds)
+                   if request.HasField("timeout_seconds") else None)
+        return await self.runtime.stop(ref, timeout)
+
+    async def KillContainer(self, request: pb.KillContainerRequest,
+                            context: _Ctx) -> pb.Container:
+        ref = policy.container_ref(request.container)
+        return await self.runtime.kill(ref, policy.parse_signal(request.signal))
+
+    async def PauseContainer(self, request: pb.PauseContainerRequest,
+                             context: _Ctx) -> pb.Container:
+        return await self.runtime.pause(policy.container_ref(request.container))
+
+    async def UnpauseContainer(self, request: pb.UnpauseContainerRequest,
+                               context: _Ctx) -> pb.Container:
+        return await self.runtime.unpause(policy.container_ref(request.container))
+
+    async def RestartContainer(self, request: pb.RestartContainerRequest,
+                               context: _Ctx) -> pb.Container:
+        ref = policy.container_ref(request.container)
+        timeout = (policy.timeout_seconds(request.timeout_seconds)
+                   if request.HasField("timeout_seconds") else None)
+        return await self.runtime.restart(ref, timeout)
+
+    async def RemoveContainer(self, request: pb.RemoveContainerRequest,
+                              context: _Ctx) -> pb.RemoveContainerResponse:
+        ref = policy.container_ref(request.container)
+        cid = await self.runtime.remove(ref, force=request.force, volumes=request.remove_volumes)
+        return pb.RemoveContainerResponse(id=cid)
+
+    async def InspectContainer(self, request: pb.InspectContainerRequest,
+                               context: _Ctx) -> pb.Container:
+        return await self.runtime.inspect(policy.container_ref(request.container))
+
+    async def ListContainers(self, request: pb.ListContainersRequest,
+                             context: _Ctx) -> pb.ListContainersResponse:
+        selector = policy.parse_selector(request.label_selector)
+        if request.session_id:
+            policy.session_id(request.session_id)
+        found = await self.runtime.list_containers(selector, request.all, request.session_id)
+        return pb.ListContainersResponse(containers=found)
+
+    async def WaitContainer(self, request: pb.WaitContainerRequest,
+                            context: _Ctx) -> pb.WaitContainerResponse:
+        ref = policy.container_ref(request.container)
+        timeout = policy.timeout_seconds(request.timeout_seconds)
+        code, error = await self.runtime.wait(ref, timeout)
+        return pb.WaitContainerResponse(exit_code=code, error=error)
+
+    async def Logs(self, request: pb.LogsRequest, context: _Ctx) -> AsyncIterator[pb.LogChunk]:
+        ref = policy.container_ref(request.container)
+        if request.tail < 0:
+            raise InvalidArgument("tail must not be negative", field="tail")
+        since = request.since.ToNanoseconds() / 1e9 if request.HasField("since") else 0.0
+        stream = self.runtime.logs(ref, follow=request.follow, stdout=request.stdout,
+                                   stderr=request.stderr, tail=request.tail, since=since,
+                                   timestamps=request.timestamps)
+        try:
+            async for which, data in stream:
+                yield pb.LogChunk(stream=pb.LogChunk.STREAM_STDERR if which == 2
+                                  else pb.LogChunk.STREAM_STDOUT, data=data)
+        finally:
+            await stream.aclose()
+
+    async def Exec(self, request: pb.ExecRequest, context: _Ctx) -> pb.ExecResponse:
+        ref = policy.container_ref(request.container)
+        if not request.command:
+            raise InvalidArgument("a command is required", field="command")
+        policy.check_args(request.command, "command")
+        policy.check_env(request.env, "env")
+        if request.working_dir:
+            policy.absolute_path(request.working_dir, "working_dir")
+        if request.user:
+            policy.user(request.user, "user")
+        timeout = policy.timeout_seconds(request.timeout_seconds)
+        code, out, err = await self.runtime.exec(ref, list(request.command), dict(request.env),
+                                                 request.working_dir, request.user, timeout)
+        return pb.ExecResponse(exit_code=code, stdout=out, stderr=err)
+
+    async def Events(self, request: pb.EventsRequest, context: _Ctx) -> AsyncIterator[pb.Event]:
+        selector = policy.parse_selector(request.label_selector)
+        if request.session_id:
+            policy.session_id(request.session_id)
+        stream = self.runtime.events(selector, request.session_id)
+        try:
+            async for event in stream:
+                yield event
+        finally:
+            await stream.aclose()
+
+    # ------------------------------------------------------------ sessions
+
+    async def OpenSession(self, request: pb.OpenSessionRequest, context: _Ctx) -> pb.Session:
+        ttl = policy.ttl_seconds(request.ttl_seconds, default=self.sessions.default_ttl)
+        policy.session_name(request.name)
+        policy.validate_labels(request.labels, "labels", allow_reserved=True)
+        rec = self.sessions.open(_principal(), ttl, request.persistent, request.name,
+                                 dict(request.labels))
+        return await self.sessions.to_pb(rec)
+
+    async def KeepAlive(self, request: pb.KeepAliveRequest, context: _Ctx) -> pb.Session:
+        rec = self.sessions.keep_alive(policy.session_id(request.session_id), _caller())
+        return await self.sessions.to_pb(rec)
+
+    async def CloseSession(self, request: pb.CloseSessionRequest,
+                           context: _Ctx) -> pb.CloseSessionResponse:
+        removed = await self.sessions.close(policy.session_id(request.session_id), _caller())
+        return pb.CloseSessionResponse(removed_containers=removed)
+
+    async def ListSessions(self, request: pb.ListSessionsRequest,
+                           context: _Ctx) -> pb.ListSessionsResponse:
+        return pb.ListSessionsResponse(sessions=await self.sessions.list_pb())
