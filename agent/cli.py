@@ -245,10 +245,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     agent_log.configure(config.log_level, config.name)
+    import docker
+
     from agent.server import serve  # import late: --help must not need Docker or gRPC
 
     try:
         asyncio.run(serve(config))
+    except docker.errors.DockerException as exc:
+        where = config.docker_host or os.environ.get("DOCKER_HOST", "the local socket")
+        print(f"shakedown-agent: cannot reach the Docker engine at {where}: {exc}",
+              file=sys.stderr)
+        return 1
     except (TlsConfigError, OSError) as exc:
         logging.getLogger("shakedown.agent").error(
             "cannot start", extra={"fields": {"error": str(exc)}}

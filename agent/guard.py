@@ -46,6 +46,9 @@ class Guard(grpc.aio.ServerInterceptor):
     def __init__(self, auth: Authenticator, certs: CertStore) -> None:
         self._auth = auth
         self._certs = certs
+        # Wrapping is per method, not per call: reuse it while the servicer's
+        # handler for that method stays the same object.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     # -- admission ----------------------------------------------------------------
 
@@ -76,6 +79,14 @@ class Guard(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method: str = details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(handler, method)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         hmac = needs_hmac(method)
         if handler.request_streaming:
             # Client-streaming methods exist only in HMAC-exempt services

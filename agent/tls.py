@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-from cryptography import x509
 
 log = logging.getLogger("shakedown.agent.tls")
 
@@ -132,6 +131,9 @@ class CertStore:
             )
 
     def _parse_crl(self, path: Path) -> frozenset[int]:
+        # Imported only when a CRL exists: x509 costs ~8 MB of idle RSS otherwise.
+        from cryptography import x509
+
         data = path.read_bytes()
         try:
             crl = (
@@ -161,6 +163,8 @@ class CertStore:
         digest = hashlib.sha256(peer_cert_pem).digest()
         cached = self._revoked_cache.get(digest)
         if cached is None:
+            from cryptography import x509
+
             serial = x509.load_pem_x509_certificate(peer_cert_pem).serial_number
             cached = serial in self._revoked
             self._revoked_cache[digest] = cached
