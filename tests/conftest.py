@@ -102,3 +102,23 @@ def fresh_agent(tmp_path: Path, docker_client: docker.DockerClient, busybox_imag
     yield agent
     agent.stop()
     remove_run_containers(docker_client, name)
+
+
+@pytest.fixture(scope="session")
+def dns_stack(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """etcd + our CoreDNS (zone shakedown.test.), shared by the run; stopped by PID."""
+    from tests.support.dns import start_dns_stack
+
+    stack = start_dns_stack(tmp_path_factory.mktemp(f"dns-{RUN_ID}"))
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture()
+def private_dns(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A stack of one's own, for tests that stop components or read every key."""
+    from tests.support.dns import start_dns_stack
+
+    stack = start_dns_stack(tmp_path / "dns")
+    yield stack
+    stack.stop()

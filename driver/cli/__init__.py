@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from shakedown.errors import ShakedownError
 
-GROUPS = ("agent", "certs", "keys", "verify")
+GROUPS = ("agent", "certs", "keys", "discover", "verify")
 
 
 class CliError(Exception):

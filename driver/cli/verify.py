@@ -35,6 +35,39 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     auth.add_argument("--json", action="store_true", help="machine-readable output")
     auth.set_defaults(func=run_auth)
 
+    disc = vsub.add_parser(
+        "discovery",
+        help="check CoreDNS + etcd discovery for flaws",
+        description="Reads the registrations under the etcd prefix and the DNS answers, and "
+        "reports: records DNS does not serve or serves differently, keys without a lease or "
+        "without a _tcp/_udp label, dead or unhealthy endpoints, keys several instances "
+        "overwrite, DNS TTLs longer than leases, records outside the served zones, and (with "
+        "--static) a fallback that fails while DNS is down. Exit status 1 when an error is found.",
+    )
+    disc.add_argument("--dns", required=True, metavar="HOST:PORT", help="the CoreDNS to query")
+    disc.add_argument("--etcd", required=True, metavar="URL", help="its etcd, http://HOST:PORT")
+    disc.add_argument(
+        "--domain",
+        required=True,
+        action="append",
+        metavar="ZONE",
+        help="a zone the DNS server serves; repeatable",
+    )
+    disc.add_argument("--service", help="only this service (e.g. scheduler)")
+    disc.add_argument("--prefix", default="/skydns", help="etcd key prefix (default /skydns)")
+    disc.add_argument(
+        "--static",
+        action="append",
+        default=[],
+        metavar="SERVICE=HOST:PORT",
+        help="a configured static fallback to check with DNS down; repeatable",
+    )
+    disc.add_argument("--certs", metavar="DIR", help="client certs for gRPC health over mTLS")
+    disc.add_argument("--no-probe", action="store_true", help="do not connect to endpoints")
+    disc.add_argument("--timeout", type=float, default=2.0)
+    disc.add_argument("--json", action="store_true")
+    disc.set_defaults(func=run_discovery)
+
 
 def run_auth(args: argparse.Namespace) -> int:
     from driver.verify.auth import render_table, verify_auth
@@ -66,3 +99,30 @@ def run_auth(args: argparse.Namespace) -> int:
         return 1
     control = report.cases[0]
     return 2 if control.verdict == "FAIL" else (0 if report.ok else 1)
+
+
+def run_discovery(args: argparse.Namespace) -> int:
+    from driver.verify.discovery import render, verify_discovery
+
+    static: dict[str, list[str]] = {}
+    for item in args.static:
+        service, sep, endpoint = item.partition("=")
+        if not sep or not service or ":" not in endpoint:
+            raise CliError(f"--static {item!r}: expected SERVICE=HOST:PORT")
+        static.setdefault(service, []).append(endpoint)
+    try:
+        report = verify_discovery(
+            args.dns,
+            args.etcd,
+            args.domain,
+            service=args.service,
+            prefix=args.prefix,
+            static=static,
+            certs=Path(args.certs) if args.certs else None,
+            check_endpoints=not args.no_probe,
+            timeout=args.timeout,
+        )
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    print(json.dumps(report.to_json(), indent=2) if args.json else render(report))
+    return 0 if report.ok else 1

@@ -242,8 +242,9 @@ def verify_auth(
 
     run("certificate from another CA", "mtls", "reject", foreign_ca)
 
-    def minted(cn: str, not_before: dt.datetime | None = None,
-               not_after: dt.datetime | None = None) -> Outcome | str:
+    def minted(
+        cn: str, not_before: dt.datetime | None = None, not_after: dt.datetime | None = None
+    ) -> Outcome | str:
         if ca_key is None:
             return f"needs the CA key ({pki.ca_key}) to mint a test certificate"
         leaf = make_leaf(ca_key, ca_pem, cn, not_before=not_before, not_after=not_after)
