@@ -32,13 +32,24 @@ def live_service() -> Iterator[int]:
 
 
 def _verify(stack, **kw):  # type: ignore[no-untyped-def]
-    dns = "%s:%d" % stack.coredns.address
+    dns = stack.dns
     return verify_discovery(dns, stack.etcd.endpoint, ZONE, timeout=1.0, **kw)
 
 
 def test_healthy_setup_reports_clean(private_dns, live_service: int) -> None:  # type: ignore[no-untyped-def]
-    regs = [register("scheduler", f"s{i}", "127.0.0.1", live_service, ttl=10, weight=w,
-                     etcd=private_dns.etcd.endpoint, domain=ZONE) for i, w in enumerate((1, 3))]
+    regs = [
+        register(
+            "scheduler",
+            f"s{i}",
+            "127.0.0.1",
+            live_service,
+            ttl=10,
+            weight=w,
+            etcd=private_dns.etcd.endpoint,
+            domain=ZONE,
+        )
+        for i, w in enumerate((1, 3))
+    ]
     try:
         report = _verify(private_dns, static={"scheduler": [f"127.0.0.1:{live_service}"]})
     finally:
@@ -64,11 +75,15 @@ def test_planted_flaws_are_found(private_dns, live_service: int) -> None:  # typ
     private_dns.put(f"{base}/_tcp/_api/shared", {"host": "127.0.0.2", "port": live_service})
     # 5. a DNS TTL longer than the lease
     lease = private_dns.client.lease(10)
-    private_dns.put(f"{base}/_tcp/_api/longttl",
-                    {"host": "127.0.0.1", "port": live_service, "ttl": 600}, lease=lease)
+    private_dns.put(
+        f"{base}/_tcp/_api/longttl",
+        {"host": "127.0.0.1", "port": live_service, "ttl": 600},
+        lease=lease,
+    )
     # 6. a record outside every zone the server serves
-    private_dns.put("/skydns/org/example/_tcp/_api/elsewhere",
-                    {"host": "127.0.0.1", "port": live_service})
+    private_dns.put(
+        "/skydns/org/example/_tcp/_api/elsewhere", {"host": "127.0.0.1", "port": live_service}
+    )
     try:
         report = _verify(private_dns, static={"api": [f"127.0.0.1:{dead_port}"]})
     finally:
@@ -95,10 +110,11 @@ def test_dns_disagreeing_with_etcd_is_an_error(private_dns, live_service: int, t
         key = "/skydns/test/shakedown/_tcp/_api/moved"
         lease = private_dns.client.lease(60)
         private_dns.put(key, {"host": "127.0.0.1", "port": live_service, "ttl": 30}, lease=lease)
-        dns = "%s:%d" % stale_dns.address
+        dns = "{}:{}".format(*stale_dns.address)
         verify_discovery(dns, private_dns.etcd.endpoint, ZONE, check_endpoints=False)  # warm it
-        private_dns.put(key, {"host": "127.0.0.1", "port": live_service + 1, "ttl": 30},
-                        lease=lease)
+        private_dns.put(
+            key, {"host": "127.0.0.1", "port": live_service + 1, "ttl": 30}, lease=lease
+        )
         report = verify_discovery(dns, private_dns.etcd.endpoint, ZONE, check_endpoints=False)
     finally:
         stale_dns.stop()
@@ -107,14 +123,26 @@ def test_dns_disagreeing_with_etcd_is_an_error(private_dns, live_service: int, t
 
 
 def test_unregistered_in_dns_and_cli_exit_codes(private_dns, capsys) -> None:  # type: ignore[no-untyped-def]
-    dns = "%s:%d" % private_dns.coredns.address
-    code = cli_main(["verify", "discovery", "--dns", dns, "--etcd", private_dns.etcd.endpoint,
-                     "--domain", ZONE, "--json"])
+    dns = private_dns.dns
+    code = cli_main(
+        [
+            "verify",
+            "discovery",
+            "--dns",
+            dns,
+            "--etcd",
+            private_dns.etcd.endpoint,
+            "--domain",
+            ZONE,
+            "--json",
+        ]
+    )
     out = json.loads(capsys.readouterr().out)
     assert code == 0 and out["ok"] and out["registrations"] == 0
     private_dns.put("/skydns/test/shakedown/_tcp/_api/bad", {"port": 1})  # no host: malformed
-    code = cli_main(["verify", "discovery", "--dns", dns, "--etcd", private_dns.etcd.endpoint,
-                     "--domain", ZONE])
+    code = cli_main(
+        ["verify", "discovery", "--dns", dns, "--etcd", private_dns.etcd.endpoint, "--domain", ZONE]
+    )
     text = capsys.readouterr().out
     assert code == 1
     assert "malformed-record" in text and "ERROR" in text

@@ -35,6 +35,12 @@ class DnsStack:
     _client: Any = field(default=None, repr=False)
 
     @property
+    def dns(self) -> str:
+        """CoreDNS as HOST:PORT, the form the CLI takes."""
+        host, port = self.coredns.address
+        return f"{host}:{port}"
+
+    @property
     def client(self) -> Any:
         """A pyetcd (etcd3 API) client for this etcd."""
         if self._client is None:
