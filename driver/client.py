@@ -13,8 +13,10 @@ are never retried: a lost response would otherwise create twice.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import math
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
@@ -120,6 +122,33 @@ class Stream(Generic[T]):
             if self._cancelled and err.code() == grpc.StatusCode.CANCELLED:
                 raise StopIteration from None
             raise self._wrap(err) from None
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Block until the agent has accepted the stream (its initial metadata arrived).
+
+        An events stream is ready once its subscription is live: every event from
+        then on is delivered. True when ready, False after ``timeout`` seconds or
+        once cancelled; a call that failed instead raises its typed error.
+        """
+        arrived = threading.Event()
+
+        def wait() -> None:
+            # Returns once metadata arrived or the call ended (it may raise then).
+            with contextlib.suppress(Exception):
+                self._call.initial_metadata()
+            arrived.set()
+
+        threading.Thread(target=wait, name="stream-ready", daemon=True).start()
+        if not arrived.wait(timeout):
+            return False
+        if not self._call.done():
+            return True
+        code = self._call.code()
+        if code == grpc.StatusCode.OK:
+            return True
+        if self._cancelled or code == grpc.StatusCode.CANCELLED:
+            return False
+        raise self._wrap(self._call)
 
     def cancel(self) -> None:
         self._cancelled = True

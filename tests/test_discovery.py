@@ -15,7 +15,7 @@ import pytest
 
 from driver.cli import main as cli_main
 from driver.discovery import DiscoveryError, Resolver, register, watch
-from driver.discovery.skydns import Record, domain_path, key_to_name, service_path
+from shakedown.skydns import Record, domain_path, key_to_name, service_path
 from tests.support.agentproc import wait_for
 
 

@@ -8,7 +8,6 @@ with register("scheduler", "s1", "127.0.0.1", 7001, ttl=10,
     print(r.resolve("scheduler").endpoints)
 """
 
-from driver.discovery.registry import Registration, RegistrationError, register
 from driver.discovery.resolver import (
     PATHS,
     Attempt,
@@ -18,8 +17,9 @@ from driver.discovery.resolver import (
     Resolver,
     resolve,
 )
-from driver.discovery.skydns import Record, domain_path, service_name, service_path
 from driver.discovery.watch import Change, DiscoveryWatch, watch
+from shakedown.registry import Registration, RegistrationError, register
+from shakedown.skydns import Record, domain_path, service_name, service_path
 
 __all__ = [
     "PATHS",

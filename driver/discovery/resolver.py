@@ -29,8 +29,8 @@ import dns.query as dns_query
 import dns.rcode as dns_rcode
 import dns.rdatatype as dns_rdatatype
 
-from driver.discovery import etcdclient
-from driver.discovery.skydns import (
+from shakedown import etcdclient
+from shakedown.skydns import (
     DEFAULT_PREFIX,
     LayoutError,
     Record,

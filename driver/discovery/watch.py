@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import pyetcd
 
-from driver.discovery import etcdclient
-from driver.discovery.skydns import (
+from shakedown import etcdclient
+from shakedown.skydns import (
     DEFAULT_PREFIX,
     LayoutError,
     Record,

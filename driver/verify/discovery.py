@@ -14,9 +14,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from driver.discovery import etcdclient
 from driver.discovery.resolver import DiscoveryError, Resolver
-from driver.discovery.skydns import (
+from driver.verify.probes import probe
+from shakedown import etcdclient
+from shakedown.skydns import (
     DEFAULT_PREFIX,
     PROTOCOLS,
     LayoutError,
@@ -24,7 +25,6 @@ from driver.discovery.skydns import (
     key_to_name,
     normalize_domain,
 )
-from driver.verify.probes import probe
 
 SEVERITIES = ("error", "warning", "info")
 HISTORY_DEPTH = 10  # past versions read per key when looking for several writers

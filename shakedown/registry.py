@@ -15,8 +15,8 @@ from types import TracebackType
 
 import pyetcd
 
-from driver.discovery import etcdclient
-from driver.discovery.skydns import DEFAULT_PREFIX, Record, check_label, service_path
+from shakedown import etcdclient
+from shakedown.skydns import DEFAULT_PREFIX, Record, check_label, service_path
 
 log = logging.getLogger("shakedown.discovery")
 MIN_TTL = 2  # etcd's minimum lease TTL with default election settings
