@@ -23,9 +23,10 @@ SCRIPTS = {
     "lifecycle": "bench_lifecycle.py",
     "rpc": "bench_rpc.py",
     "rss": "bench_rss.py",
+    "discovery": "bench_discovery.py",
 }
 # Generous bounds: a full run of each script takes well under 2 minutes.
-TIMEOUT = {"lifecycle": 300, "rpc": 300, "rss": 200}
+TIMEOUT = {"lifecycle": 300, "rpc": 300, "rss": 200, "discovery": 120}
 
 
 def run_one(name: str, quick: bool) -> tuple[dict[str, Any] | None, float, str]:
