@@ -13,6 +13,7 @@ from pathlib import Path
 from agent import __version__
 from agent import log as agent_log
 from agent.config import AgentConfig, PolicyConfig
+from agent.registration import RegistrationConfig
 from agent.tls import TlsConfigError
 from shakedown.keyring import KeyringError
 from shakedown.keyring import load as load_keyring
@@ -127,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     opt("grace-period", "seconds in-flight calls get on SIGTERM", default="10", metavar="SECONDS")
     opt("port-file", "write the bound port here once serving (useful with port 0)", metavar="FILE")
     opt("log-level", "debug, info, warning or error", default="info", metavar="LEVEL")
+    opt("register-etcd", "register this agent in discovery through this etcd while serving "
+        "(SRV _shakedown-agent._tcp.DOMAIN)", metavar="URL")
+    opt("register-domain", "discovery domain to register under", default="shakedown.test",
+        metavar="DOMAIN")
+    opt("register-host", "address to advertise (default: the --listen host)", metavar="HOST")
+    opt("register-ttl", "registration lease TTL in seconds", default="10", metavar="SECONDS")
     return p
 
 
@@ -206,6 +213,12 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         )
     )
     assert ca and cert and key
+    registration = None
+    if args.register_etcd:
+        registration = RegistrationConfig(
+            etcd=args.register_etcd, domain=args.register_domain,
+            host=args.register_host or host,
+            ttl=int(_number(args, "register_ttl", "register-ttl", 2, 3600)))
     return AgentConfig(
         name=args.name,
         listen=args.listen,
@@ -228,6 +241,7 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         grace_period=_number(args, "grace_period", "grace-period", 0, 600),
         port_file=Path(args.port_file) if args.port_file else None,
         log_level=str(args.log_level).lower(),
+        registration=registration,
     )
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent.registration import RegistrationConfig
+
 
 @dataclass(frozen=True, slots=True)
 class PolicyConfig:
@@ -42,3 +44,5 @@ class AgentConfig:
     docker_host: str | None = None
     grace_period: float = 10.0
     log_level: str = "info"
+    # Register this agent in discovery (CoreDNS via etcd) while it serves.
+    registration: RegistrationConfig | None = None

@@ -17,6 +17,7 @@ from agent import __version__
 from agent.auth import AGENT_SERVICE, Authenticator
 from agent.config import AgentConfig
 from agent.guard import Guard
+from agent.registration import Registrar
 from agent.runtime import DockerRuntime
 from agent.service import AgentService
 from agent.sessions import SessionManager
@@ -73,6 +74,7 @@ class AgentServer:
             self.server,
         )
         self.port = 0
+        self.registrar: Registrar | None = None
 
     async def start(self) -> int:
         self.port = self.server.add_secure_port(self.config.listen, self.certs.server_credentials())
@@ -82,6 +84,9 @@ class AgentServer:
         await self.server.start()
         for service in ("", AGENT_SERVICE):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        if self.config.registration is not None:
+            self.registrar = Registrar(self.config.registration, self.config.name, self.port)
+            self.registrar.start()
         if self.config.port_file is not None:
             _write_port_file(self.config.port_file, self.port)
         host = self.config.listen.rsplit(":", 1)[0]
@@ -99,7 +104,9 @@ class AgentServer:
         return self.port
 
     async def stop(self) -> None:
-        # Report NOT_SERVING first so health-checking balancers drain us.
+        # Leave discovery and report NOT_SERVING first, so clients drain away.
+        if self.registrar is not None:
+            await asyncio.to_thread(self.registrar.stop)
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.config.grace_period)
         await self.sessions.stop()

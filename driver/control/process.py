@@ -42,10 +42,11 @@ class ManagedProcess:
     started_at: float  # time.time() at spawn
 
     def alive(self) -> bool:
-        return alive(self.pid) and _cmdline_matches(self.pid, self.argv[0])
+        return alive(self.pid) and _cmdline_matches(self.pid, self.argv)
 
     def stop(self, *, timeout: float = 10.0, sig: int = signal.SIGTERM) -> bool:
-        return stop(self.pid, self.argv[0], timeout=timeout, sig=sig)
+        # The whole argv, not argv[0]: every agent is `python -m agent ...`.
+        return stop(self.pid, self.argv, timeout=timeout, sig=sig)
 
     def log_tail(self, limit: int = 4000) -> str:
         try:
@@ -130,10 +131,12 @@ def alive(pid: int) -> bool:
     return _proc_state(pid) not in ("Z", "X", None)
 
 
-def stop(pid: int, argv0: str, *, timeout: float = 10.0, sig: int = signal.SIGTERM) -> bool:
+def stop(pid: int, argv0: str | Sequence[str], *, timeout: float = 10.0,
+         sig: int = signal.SIGTERM) -> bool:
     """Stop a process we started: sig, then SIGKILL after timeout.
 
-    Signals only if /proc/<pid>/cmdline still starts with argv0, so a recycled
+    Signals only if /proc/<pid>/cmdline still starts with argv0 (a string, or
+    the full recorded argv), so a recycled
     PID is left alone. Returns True if we signalled it, False if it was already
     gone (or is no longer ours). Raises TimeoutError if even SIGKILL fails.
     """
@@ -202,7 +205,7 @@ def _cmdline(pid: int) -> list[str] | None:
     return [a.decode(errors="replace") for a in raw.split(b"\0")[:-1]] if raw else []
 
 
-def _cmdline_matches(pid: int, argv0: str) -> bool:
+def _cmdline_matches(pid: int, argv0: str | Sequence[str]) -> bool:
     child = _children.get(pid)
     if child is not None and child.poll() is None:
         # An unreaped child's PID cannot be reused, so it is ours. (Its cmdline
@@ -210,7 +213,10 @@ def _cmdline_matches(pid: int, argv0: str) -> bool:
         # has set up the new argv.)
         return True
     args = _cmdline(pid)
-    return args is not None and len(args) > 0 and args[0] == argv0
+    if not args:
+        return False
+    expected = [argv0] if isinstance(argv0, str) else list(argv0)
+    return args[: len(expected)] == expected
 
 
 def _proc_state(pid: int) -> str | None:

@@ -1,0 +1,238 @@
+"""`Environment`: a named, persistent test environment, local or remote.
+
+    env = Environment.create("dev", nodes=3)       # etcd + CoreDNS + 3 agents, detached
+    env = Environment.load("dev")                   # from any process, later
+    print(env.status().healthy)
+    with env.context("my-test") as ctx:             # isolated: labels, temp dir, sessions
+        ...
+    env.destroy()
+
+Every operation is idempotent and tolerates a half-broken environment:
+`start()` restarts only what is down, `stop()` and `destroy()` skip what is
+already gone.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from driver.env import local
+from driver.env.state import (
+    EnvError,
+    EnvNotFound,
+    EnvPaths,
+    EnvState,
+    check_name,
+    default_base,
+    load_state,
+    new_state,
+    save_state,
+)
+from driver.env.status import EnvStatus, collect
+from driver.inventory import Inventory, load_inventory
+
+if TYPE_CHECKING:
+    from driver.client import AgentClient
+    from driver.env.context import TestContext
+
+Progress = Callable[[str], None]
+ZONE_SUFFIX = "shakedown.test"
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+class Environment:
+    def __init__(self, name: str, paths: EnvPaths, state: EnvState) -> None:
+        self.name, self.paths, self.state = name, paths, state
+        self._clients: dict[str, AgentClient] | None = None
+        self._lock = threading.Lock()
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls, name: str, *, nodes: int = 3, base: Path | None = None, progress: Progress = _quiet
+    ) -> Environment:
+        """Create and start a local environment; if it exists, heal it instead."""
+        paths = EnvPaths((base or default_base()) / check_name(name))
+        if paths.state.exists():
+            env = cls.load(name, base=base)
+            progress(f"environment {name} exists; starting what is down")
+            env.start(progress)
+            return env
+        if not 1 <= nodes <= 32:
+            raise EnvError(f"--nodes {nodes}: must be between 1 and 32")
+        paths.make()
+        state = new_state(name, "local", f"{name}.{ZONE_SUFFIX}")
+        progress(f"writing config: PKI, keyring, inventory for {nodes} node(s)")
+        try:
+            local.plan(paths, state, nodes)
+        except Exception:
+            shutil.rmtree(paths.root, ignore_errors=True)
+            raise
+        save_state(paths, state)
+        env = cls(name, paths, state)
+        env.start(progress)
+        return env
+
+    @classmethod
+    def create_remote(cls, name: str, inventory: Path, *, base: Path | None = None) -> Environment:
+        """Record an environment of already-running remote agents: config only."""
+        inv = load_inventory(inventory)  # validate before writing anything
+        paths = EnvPaths((base or default_base()) / check_name(name))
+        if paths.state.exists():
+            raise EnvError(f"environment {name!r} already exists at {paths.root}")
+        paths.make()
+        from driver.inventory import write_inventory
+
+        write_inventory(paths.inventory, inv.nodes)
+        state = new_state(name, "remote", "")
+        save_state(paths, state)
+        return cls(name, paths, state)
+
+    @classmethod
+    def load(cls, name: str, *, base: Path | None = None) -> Environment:
+        paths = EnvPaths((base or default_base()) / check_name(name))
+        return cls(name, paths, load_state(paths, name))
+
+    @staticmethod
+    def all(base: Path | None = None) -> list[Environment]:
+        root = base or default_base()
+        found = []
+        for d in sorted(root.glob("*/env.json")) if root.exists() else ():
+            try:
+                found.append(Environment.load(d.parent.name, base=root))
+            except EnvError:
+                continue
+        return found
+
+    def start(self, progress: Progress = _quiet) -> list[str]:
+        """Start every component that is down; returns what was started."""
+        if self.state.kind == "remote":
+            return []
+        started = []
+        for comp in local.ordered(self.state):
+            if local.is_running(comp):
+                continue
+            progress(f"starting {comp.name}")
+            try:
+                local.start_component(self.paths, self.state, comp)
+            finally:
+                save_state(self.paths, self.state)
+            started.append(comp.name)
+        self._reset_clients()
+        return started
+
+    def stop(self, progress: Progress = _quiet) -> list[str]:
+        """Stop every running component (agents first); data is kept."""
+        stopped = []
+        for comp in reversed(local.ordered(self.state)):
+            if local.is_running(comp):
+                progress(f"stopping {comp.name}")
+                local.stop_component(comp)
+                stopped.append(comp.name)
+            else:
+                comp.process = None
+            save_state(self.paths, self.state)
+        self._reset_clients()
+        return stopped
+
+    def destroy(self, progress: Progress = _quiet) -> None:
+        """Stop everything, remove this environment's containers and networks, delete it."""
+        self.stop(progress)
+        if self.state.kind == "local":
+            removed = remove_docker_resources([c.node for c in self.state.agents()])
+            if removed:
+                progress(f"removed {removed} container(s)/network(s)")
+        shutil.rmtree(self.paths.root, ignore_errors=True)
+
+    # -- use ----------------------------------------------------------------------------
+
+    @property
+    def domain(self) -> str:
+        return self.state.domain
+
+    @property
+    def dns(self) -> str | None:
+        return self.state.dns
+
+    @property
+    def etcd(self) -> str | None:
+        return self.state.etcd
+
+    def inventory(self) -> Inventory:
+        return load_inventory(self.paths.inventory)
+
+    def clients(self) -> dict[str, AgentClient]:
+        """One shared client per node (thread-safe; closed by `close()`)."""
+        with self._lock:
+            if self._clients is None:
+                self._clients = self.inventory().clients()
+            return dict(self._clients)
+
+    def status(self) -> EnvStatus:
+        return collect(self.paths, self.state)
+
+    def log_path(self, component: str) -> Path:
+        names = sorted(self.state.components)
+        if component not in self.state.components:
+            alias = f"agent-{component}"
+            if alias not in self.state.components:
+                raise EnvError(f"no component {component!r}; known: {', '.join(names)}")
+            component = alias
+        return self.paths.log(component)
+
+    @contextmanager
+    def context(self, name: str = "", *, ttl: int = 30) -> Iterator[TestContext]:
+        from driver.env.context import open_context
+
+        with open_context(self, name, ttl=ttl) as ctx:
+            yield ctx
+
+    def _reset_clients(self) -> None:
+        with self._lock:
+            for c in (self._clients or {}).values():
+                c.close()
+            self._clients = None
+
+    def close(self) -> None:
+        self._reset_clients()
+
+    def __enter__(self) -> Environment:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def remove_docker_resources(nodes: list[str]) -> int:
+    """Containers and networks labelled with these nodes: this environment's, nobody else's."""
+    import docker
+
+    try:
+        client = docker.from_env()
+    except docker.errors.DockerException:
+        return 0
+    removed = 0
+    try:
+        for node in nodes:
+            selector = {"label": f"io.shakedown.node={node}"}
+            for c in client.containers.list(all=True, filters=selector):
+                c.remove(force=True)
+                removed += 1
+            for n in client.networks.list(filters=selector):
+                n.remove()
+                removed += 1
+    finally:
+        client.close()
+    return removed
+
+
+__all__ = ["EnvError", "EnvNotFound", "Environment", "remove_docker_resources"]

@@ -1,0 +1,173 @@
+"""Starting and stopping a local environment's components, detached, recorded by PID.
+
+Order matters: etcd first (CoreDNS and the agents' registrations read it),
+then CoreDNS, then the agents. Ports are chosen once at creation and reused
+on every start, so addresses in the inventory stay true across stop/start.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from driver.control.coredns import CoreDNSServer, find_coredns_binary
+from driver.control.etcd import EtcdServer
+from driver.control.process import ManagedProcess, free_port, spawn, wait_for
+from driver.env.state import Component, EnvError, EnvPaths, EnvState
+from driver.inventory import NodeConfig, write_inventory
+from driver.pki import init_pki
+from shakedown import keyring
+
+Progress = Callable[[str], None]
+COMPONENT_ORDER = ("etcd", "coredns", "agent")
+
+
+def node_name(env: str, index: int) -> str:
+    """Unique per environment, since it scopes the `io.shakedown.node` label on one engine."""
+    return f"{env}-n{index}"
+
+
+def plan(paths: EnvPaths, state: EnvState, nodes: int) -> None:
+    """Write the config (PKI, keyring, inventory) and reserve ports: nothing runs yet."""
+    names = [node_name(state.name, i) for i in range(1, nodes + 1)]
+    init_pki(
+        paths.certs,
+        {n: ["127.0.0.1", "localhost"] for n in names},
+        {"driver": "admin", "viewer": "observer"},
+    )
+    keyring.save(keyring.new_keyring(["driver", "viewer"]), paths.keys)
+    state.components["etcd"] = Component(
+        "etcd", "etcd", {"client": free_port(), "peer": free_port()}
+    )
+    state.components["coredns"] = Component(
+        "coredns",
+        "coredns",
+        {"dns": free_port(udp=True), "health": free_port(), "ready": free_port()},
+    )
+    for n in names:
+        state.components[f"agent-{n}"] = Component(
+            f"agent-{n}", "agent", {"grpc": free_port()}, node=n
+        )
+    write_inventory(
+        paths.inventory,
+        [
+            NodeConfig(c.node, f"127.0.0.1:{c.ports['grpc']}", paths.keys, certs=paths.certs)
+            for c in state.agents()
+        ],
+        {"certs": paths.certs, "keys": paths.keys, "principal": "driver"},
+    )
+
+
+def start_component(paths: EnvPaths, state: EnvState, comp: Component) -> None:
+    if comp.kind == "etcd":
+        server = EtcdServer.start(
+            paths.data / "etcd",
+            paths.log("etcd"),
+            client_port=comp.ports["client"],
+            peer_port=comp.ports["peer"],
+            name=f"shakedown-{state.name}",
+            detach=True,
+        )
+        comp.process, comp.version = server.process.to_dict(), server.version()
+    elif comp.kind == "coredns":
+        assert state.etcd is not None
+        binary = find_coredns_binary()
+        dns = CoreDNSServer.start(
+            binary,
+            paths.data / "coredns",
+            paths.log("coredns"),
+            zones=[state.domain],
+            etcd_endpoints=[state.etcd],
+            dns_port=comp.ports["dns"],
+            health_port=comp.ports["health"],
+            ready_port=comp.ports["ready"],
+            detach=True,
+        )
+        comp.process, comp.version = dns.process.to_dict(), _coredns_version(binary)
+    else:
+        comp.process = _start_agent(paths, state, comp).to_dict()
+        from agent import __version__
+
+        comp.version = __version__
+
+
+def _start_agent(paths: EnvPaths, state: EnvState, comp: Component) -> ManagedProcess:
+    port_file = paths.temp / f"{comp.name}.port"
+    port_file.unlink(missing_ok=True)
+    argv = [
+        sys.executable,
+        "-m",
+        "agent",
+        "--name",
+        comp.node,
+        "--listen",
+        f"127.0.0.1:{comp.ports['grpc']}",
+        "--certs",
+        str(paths.certs),
+        "--keys",
+        str(paths.keys),
+        "--state-dir",
+        str(paths.data / comp.name),
+        "--port-file",
+        str(port_file),
+        "--register-domain",
+        state.domain,
+    ]
+    if state.etcd:
+        argv += ["--register-etcd", state.etcd]
+    env = {
+        **os.environ,
+        "PYTHONPATH": _source_root() + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
+    proc = spawn(comp.name, argv, paths.log(comp.name), env=env, detach=True)
+
+    def listening() -> bool:
+        if not proc.alive():
+            raise EnvError(
+                f"agent {comp.node} exited during start: "
+                f"{_last_line(proc.log_tail())} (see {paths.log(comp.name)})"
+            )
+        return port_file.exists()
+
+    wait_for(listening, 30, what=f"agent {comp.node} to listen")
+    return proc
+
+
+def _source_root() -> str:
+    # The agent runs as `python -m agent` from this same installation.
+    return str(Path(__file__).resolve().parents[2])
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "no output"
+
+
+def _coredns_version(binary: Path) -> str:
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            [str(binary), "-version"], capture_output=True, text=True, timeout=10
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return out.split("\n", 1)[0].strip()
+
+
+def ordered(state: EnvState) -> list[Component]:
+    return sorted(state.components.values(), key=lambda c: (COMPONENT_ORDER.index(c.kind), c.name))
+
+
+def is_running(comp: Component) -> bool:
+    proc = comp.managed()
+    return proc is not None and proc.alive()
+
+
+def stop_component(comp: Component) -> bool:
+    proc = comp.managed()
+    stopped = bool(proc and proc.stop(timeout=15))
+    comp.process = None
+    return stopped

@@ -1,0 +1,193 @@
+"""What is actually running: health from each component's own protocol, plus CPU/RSS.
+
+Health is checked the way clients would use the component: etcd's /health, a
+DNS query for the agents' SRV record through CoreDNS, and a signed mTLS call
+to each agent. A dead component gets a message that says where to look.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from driver.env.state import Component, EnvPaths, EnvState
+from driver.inventory import NodeConfig, load_inventory
+
+CPU_SAMPLE_S = 0.2  # the interval CPU percent is measured over
+
+
+@dataclass
+class ComponentStatus:
+    name: str
+    kind: str
+    state: str  # running | unhealthy | down | remote
+    address: str = ""
+    pid: int | None = None
+    detail: str = ""
+    version: str = ""
+    cpu_percent: float | None = None
+    rss_bytes: int | None = None
+    containers: int | None = None
+    log: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.state in ("running", "remote")
+
+
+@dataclass
+class EnvStatus:
+    name: str
+    kind: str
+    root: str
+    domain: str
+    created_at: float
+    components: list[ComponentStatus] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        return all(c.ok for c in self.components)
+
+    def problems(self) -> list[str]:
+        return [f"{c.name} is {c.state}: {c.detail}" for c in self.components if not c.ok]
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "healthy": self.healthy}
+
+
+def _address(comp: Component) -> str:
+    port = comp.ports.get("client") or comp.ports.get("dns") or comp.ports.get("grpc")
+    return f"127.0.0.1:{port}" if port else ""
+
+
+def _etcd_health(comp: Component) -> str | None:
+    try:
+        url = f"http://127.0.0.1:{comp.ports['client']}/health"
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            doc = json.loads(resp.read())
+        return None if doc.get("health") == "true" else f"/health says {doc}"
+    except OSError as exc:
+        return f"/health: {getattr(exc, 'reason', exc)}"
+
+
+def _dns_health(comp: Component, domain: str) -> str | None:
+    import dns.exception
+    import dns.message
+    import dns.query
+    import dns.rcode
+
+    q = dns.message.make_query(f"_shakedown-agent._tcp.{domain}.", "SRV")
+    try:
+        reply = dns.query.udp(q, "127.0.0.1", port=comp.ports["dns"], timeout=2)
+    except (dns.exception.Timeout, OSError) as exc:
+        return f"no DNS answer on 127.0.0.1:{comp.ports['dns']} ({exc or 'timeout'})"
+    if reply.rcode() == dns.rcode.SERVFAIL:
+        return "SERVFAIL for the agents' SRV record (is etcd up?)"
+    return None
+
+
+def agent_status(node: NodeConfig, status: ComponentStatus) -> None:
+    """Fill `status` from a signed call to the agent (and count its containers)."""
+    from shakedown.errors import ShakedownError
+
+    try:
+        with node.client(timeout=5, retries=1) as client:
+            info = client.node_info()
+            status.version = status.version or info.agent_version
+            status.containers = len(client.list(all=True))
+    except ShakedownError as exc:
+        reason = exc.reason
+        if "connect" in reason.lower() or "unavailable" in reason.lower():
+            reason = f"connection refused on {node.address}"
+        status.state = "down"
+        status.detail = f"agent {node.name} is down: {reason}" + (
+            f" (see {status.log})" if status.log else ""
+        )
+
+
+def collect(paths: EnvPaths, state: EnvState) -> EnvStatus:
+    out = EnvStatus(state.name, state.kind, str(paths.root), state.domain, state.created_at)
+    nodes = (
+        {n.name: n for n in load_inventory(paths.inventory).nodes}
+        if paths.inventory.exists()
+        else {}
+    )
+    procs: dict[str, psutil.Process] = {}
+    for comp in sorted(state.components.values(), key=lambda c: c.name):
+        st = ComponentStatus(
+            comp.name,
+            comp.kind,
+            "running",
+            _address(comp),
+            version=comp.version,
+            log=_rel(paths.log(comp.name), paths.root),
+        )
+        proc = comp.managed()
+        if proc is None or not proc.alive():
+            st.state = "down"
+            st.detail = (
+                f"{comp.kind} is not running" if proc is None else f"process {proc.pid} is gone"
+            ) + f" (see {st.log})"
+        else:
+            st.pid = proc.pid
+            try:
+                procs[comp.name] = psutil.Process(proc.pid)
+                procs[comp.name].cpu_percent(None)
+            except psutil.Error:
+                pass
+        out.components.append(st)
+    if state.kind == "remote":
+        out.components = [
+            ComponentStatus(n.name, "agent", "remote", n.address) for n in nodes.values()
+        ]
+    _probe(out, state, nodes)
+    if procs:
+        time.sleep(CPU_SAMPLE_S)  # a measurement interval, not synchronisation
+        for st in out.components:
+            p = procs.get(st.name)
+            if p is None:
+                continue
+            try:
+                with p.oneshot():
+                    st.cpu_percent = p.cpu_percent(None)
+                    st.rss_bytes = p.memory_info().rss
+            except psutil.Error:
+                pass
+    return out
+
+
+def _probe(out: EnvStatus, state: EnvState, nodes: dict[str, NodeConfig]) -> None:
+    def check(st: ComponentStatus) -> None:
+        if st.state == "down":
+            return
+        comp = state.components.get(st.name)
+        if st.kind == "etcd" and comp is not None:
+            problem = _etcd_health(comp)
+        elif st.kind == "coredns" and comp is not None:
+            problem = _dns_health(comp, state.domain)
+        else:
+            node = nodes.get(comp.node if comp else st.name)
+            if node is None:
+                st.state, st.detail = "unhealthy", "not in the inventory"
+                return
+            agent_status(node, st)
+            return
+        if problem:
+            st.state, st.detail = "unhealthy", problem
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(check, out.components))
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
