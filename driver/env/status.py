@@ -132,9 +132,7 @@ def collect(paths: EnvPaths, state: EnvState) -> EnvStatus:
         proc = comp.managed()
         if proc is None or not proc.alive():
             st.state = "down"
-            st.detail = (
-                f"{comp.kind} is not running" if proc is None else f"process {proc.pid} is gone"
-            ) + f" (see {st.log})"
+            st.detail = _down_detail(comp, proc.pid if proc else None, st)
         else:
             st.pid = proc.pid
             try:
@@ -161,6 +159,20 @@ def collect(paths: EnvPaths, state: EnvState) -> EnvStatus:
             except psutil.Error:
                 pass
     return out
+
+
+def _down_detail(comp: Component, pid: int | None, st: ComponentStatus) -> str:
+    """E.g. "agent n2 is down: connection refused on 127.0.0.1:7702 (see logs/agent-n2.log)"."""
+    from driver.verify.probes import tcp_connect
+
+    who = f"agent {comp.node}" if comp.kind == "agent" else comp.kind
+    why = "it was never started" if pid is None else f"process {pid} is gone"
+    if st.address:
+        host, _, port = st.address.rpartition(":")
+        refused = tcp_connect(host, int(port), 0.5)
+        if refused:
+            why = f"{refused} on {st.address}"
+    return f"{who} is down: {why} (see {st.log})"
 
 
 def _probe(out: EnvStatus, state: EnvState, nodes: dict[str, NodeConfig]) -> None:
