@@ -1,7 +1,8 @@
 """The Agent servicer: validate each request (policy.py), then call the runtime/sessions.
 
 Handlers raise ShakedownError subclasses; the guard interceptor turns them into
-statuses, so nothing here touches the gRPC context.
+statuses. The gRPC context is touched only by Events, to send initial metadata
+once its subscription is live.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from shakedown.agent.v1 import agent_pb2 as pb
 from shakedown.agent.v1 import agent_pb2_grpc
 from shakedown.errors import InvalidArgument
 
-_Ctx = Any  # grpc.aio.ServicerContext; unused: errors travel as exceptions
+_Ctx = Any  # grpc.aio.ServicerContext (None in tests); errors travel as exceptions
 
 
 def _caller() -> Caller | None:
@@ -167,6 +168,10 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             policy.session_id(request.session_id)
         stream = self.runtime.events(selector, request.session_id)
         try:
+            # Registered: no event from here on is lost once the engine stream is up.
+            # Initial metadata tells the client so (``Stream.wait_ready``).
+            if context is not None and await self.runtime.events_ready():
+                await context.send_initial_metadata(())
             async for event in stream:
                 yield event
         finally:

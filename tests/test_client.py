@@ -185,16 +185,9 @@ def test_events(client: AgentClient, session: SessionHandle, spec: ContainerSpec
     thread = threading.Thread(target=reader, daemon=True)
     thread.start()
     try:
-        # The subscription is live at some point after the call: poke the container
-        # until an event arrives (bounded), instead of guessing with a sleep.
-        first: Event | BaseException | None = None
-        for _ in range(10):
-            client.restart(c, timeout=0)
-            try:
-                first = got.get(timeout=2)
-                break
-            except queue.Empty:
-                continue
+        assert stream.wait_ready(10), "the events subscription never became live"
+        client.restart(c, timeout=0)
+        first = got.get(timeout=15)
         assert isinstance(first, Event), first
         assert first.container_id == c.id
         assert first.node == agent_proc.name

@@ -376,7 +376,7 @@ def test_name_reuse_never_reaches_a_foreign_container(node: str, dclient: docker
 
 
 def test_slow_event_subscriber_is_dropped_not_blocking() -> None:
-    from agent.runtime import EventHub
+    from agent.events import EventHub
     from shakedown.errors import ResourceExhausted
 
     def event(n: int) -> dict[str, Any]:
