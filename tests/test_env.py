@@ -1,0 +1,192 @@
+"""`shakedown env`: a real local cluster (etcd, CoreDNS, agents) as detached processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from driver.cli import main as cli_main
+from driver.discovery import Resolver
+from driver.env import Environment
+from driver.types import ContainerSpec
+from tests.support.agentproc import AgentProcess, wait_for
+
+
+def _name() -> str:
+    return f"t{uuid.uuid4().hex[:6]}"
+
+
+def _cli(base: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI in a separate process, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "driver.cli", "env", *args, "--base", str(base)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=os.getcwd(),
+    )
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Environment]:
+    base = tmp_path_factory.mktemp("envs")
+    name = _name()
+    created = _cli(base, "create", name, "--nodes", "2", "--json")
+    assert created.returncode == 0, created.stderr
+    env = Environment.load(name, base=base)  # another process made it: persistence
+    yield env
+    env.close()
+    if (base / name).exists():
+        Environment.load(name, base=base).destroy()
+
+
+def _pids(env: Environment) -> list[int]:
+    return [
+        c.managed().pid
+        for c in env.state.components.values()  # type: ignore[union-attr]
+        if c.managed() is not None
+    ]
+
+
+def test_created_environment_is_healthy_and_discoverable(env: Environment) -> None:
+    st = env.status()
+    assert st.healthy, st.problems()
+    kinds = sorted(c.kind for c in st.components)
+    assert kinds == ["agent", "agent", "coredns", "etcd"]
+    for c in st.components:
+        assert c.pid and c.rss_bytes and c.rss_bytes > 0
+        assert c.version
+    for d in ("config", "data", "logs", "reports", "temp"):
+        assert (env.paths.root / d).is_dir()
+    assert env.dns and env.etcd
+    resolver = Resolver(
+        env.domain, ("127.0.0.1", int(env.dns.rsplit(":", 1)[1])), env.etcd, order=("srv",)
+    )
+
+    def registered() -> bool:
+        try:
+            return len(resolver.resolve("shakedown-agent", fresh=True).endpoints) == 2
+        except LookupError:
+            return False
+
+    wait_for(registered, 15, what="both agents to register in DNS")
+    ports = {e.port for e in resolver.resolve("shakedown-agent").endpoints}
+    assert ports == {int(n.address.rsplit(":", 1)[1]) for n in env.inventory().nodes}
+
+
+def test_status_reports_a_killed_agent_and_start_heals_it(env: Environment) -> None:
+    agent = env.state.agents()[1]
+    proc = agent.managed()
+    assert proc is not None
+    os.kill(proc.pid, signal.SIGKILL)
+    wait_for(lambda: not proc.alive(), 10, what="the agent to die")
+    out = _cli(env.paths.root.parent, "status", env.name)
+    assert out.returncode == 1
+    assert f"agent {agent.node} is down: connection refused on 127.0.0.1:" in out.stdout
+    assert f"logs/{agent.name}.log" in out.stdout
+    healed = _cli(env.paths.root.parent, "start", env.name, "--json")
+    assert healed.returncode == 0, healed.stderr
+    doc = json.loads(healed.stdout)
+    assert doc["started"] == [agent.name]  # only what was down
+    assert doc["status"]["healthy"]
+
+
+def test_containers_are_counted_and_destroy_leaves_nothing(
+    tmp_path: Path, busybox_image: str
+) -> None:
+    base = tmp_path / "envs"
+    name = _name()
+    env = Environment.create(name, nodes=1, base=base)
+    node = env.state.agents()[0].node
+    client = env.clients()[node]
+    session = client.open_session(persistent=True, name="keep")
+    session.run(ContainerSpec(image=busybox_image, command=["sleep", "300"]))
+    assert [c.containers for c in env.status().components if c.kind == "agent"] == [1]
+    pids = _pids(env)
+    env.close()
+    code = cli_main(["env", "destroy", name, "--base", str(base)])
+    assert code == 0
+    assert not any(Path(f"/proc/{p}").exists() and _is_ours(p) for p in pids)
+    engine = docker.from_env()
+    try:
+        label = {"label": f"io.shakedown.node={node}"}
+        assert engine.containers.list(all=True, filters=label) == []
+        assert engine.networks.list(filters=label) == []
+    finally:
+        engine.close()
+    assert not (base / name).exists()
+    assert cli_main(["env", "destroy", name, "--base", str(base)]) == 0  # idempotent
+
+
+def _is_ours(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def test_stop_keeps_data_and_start_restarts_everything(tmp_path: Path) -> None:
+    base = tmp_path / "envs"
+    env = Environment.create(_name(), nodes=1, base=base)
+    try:
+        assert env.etcd is not None
+        import pyetcd
+
+        host, port = env.etcd.removeprefix("http://").split(":")
+        c = pyetcd.client(host, int(port))
+        c.put("/shakedown-test/kept", "yes")
+        c.close()
+        stopped = env.stop()
+        assert sorted(stopped) == sorted(env.state.components)
+        assert not env.status().healthy
+        assert sorted(env.start()) == sorted(env.state.components)
+        c = pyetcd.client(host, int(port))
+        assert c.get("/shakedown-test/kept")[0] == b"yes"
+        c.close()
+        assert env.status().healthy
+    finally:
+        env.destroy()
+
+
+def test_remote_environment_is_config_only(
+    tmp_path: Path, agent_proc: AgentProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = tmp_path / "envs"
+    code = cli_main(
+        [
+            "env",
+            "create",
+            "remote1",
+            "--inventory",
+            str(agent_proc.inventory),
+            "--base",
+            str(base),
+            "--json",
+        ]
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0, out
+    assert out["kind"] == "remote" and out["healthy"]
+    assert [c["name"] for c in out["components"]] == [agent_proc.name]
+    env = Environment.load("remote1", base=base)
+    assert env.start() == [] and env.stop() == []  # nothing of ours runs
+    env.destroy()
+    assert agent_proc.proc is not None and agent_proc.proc.poll() is None  # untouched
+
+
+def test_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = str(tmp_path / "envs")
+    assert cli_main(["env", "status", "nope", "--base", base]) == 2
+    assert "create it with `shakedown env create nope`" in capsys.readouterr().err
+    assert cli_main(["env", "create", "Bad_Name", "--base", base]) == 1
+    assert "lowercase" in capsys.readouterr().err
