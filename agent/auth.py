@@ -36,6 +36,8 @@ READ_ONLY_METHODS = frozenset(
         "Logs",
         "Events",
         "ListSessions",
+        "InspectNetwork",
+        "ListNetworks",
     )
 )
 # Health and reflection need mTLS but no HMAC, so grpcurl and grpc_health_probe

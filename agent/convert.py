@@ -1,9 +1,9 @@
 """Between the Docker engine's shapes and Shakedown's.
 
-Inspect and list attrs become ``pb.Container`` (states, timestamps, ports); a
-``pb.ContainerSpec`` becomes ``create_container`` arguments; the engine's
-multiplexed log stream becomes (stream, bytes) chunks; SDK and transport
-exceptions become the matching ``ShakedownError``.
+Inspect and list attrs become ``pb.Container`` (states, timestamps, ports) or
+``pb.Network``; a ``pb.ContainerSpec`` becomes ``create_container`` arguments;
+the engine's multiplexed log stream becomes (stream, bytes) chunks; SDK and
+transport exceptions become the matching ``ShakedownError``.
 """
 
 from __future__ import annotations
@@ -89,6 +89,19 @@ def summary_to_pb(s: dict[str, Any], owner: Ownership) -> pb.Container:
         if n and n.get("IPAddress"):
             c.ip_addresses[name] = n["IPAddress"]
     return c
+
+
+def network_to_pb(attrs: dict[str, Any], owner: Ownership) -> pb.Network:
+    """A network from its inspect attrs (or list entry: then without containers)."""
+    labels = attrs.get("Labels") or {}
+    n = pb.Network(
+        id=attrs["Id"], name=attrs.get("Name", ""), driver=attrs.get("Driver", ""),
+        internal=bool(attrs.get("Internal")), labels=labels,
+        session_id=labels.get(L.SESSION, ""), managed=owner(labels)[1], node=owner.node,
+        containers=sorted(attrs.get("Containers") or {}),
+    )
+    _set_time(n.created_at, attrs.get("Created"))
+    return n
 
 
 def create_kwargs(api: Any, spec: pb.ContainerSpec, labels: dict[str, str]) -> dict[str, Any]:

@@ -1,9 +1,10 @@
 """Ownership, decided by labels alone.
 
-A container is *managed* when it carries this agent's managed-by and node
-labels, *adopted* when it matches an operator adopt selector; nothing else is
-ever touched. A managed container also carries its session's labels, which is
-all the agent needs to rebuild its session table after a restart.
+A container (or network) is *managed* when it carries this agent's managed-by
+and node labels, *adopted* when it matches an operator adopt selector; nothing
+else is ever touched. A managed container or network also carries its
+session's labels, which is all the agent needs to rebuild its session table
+after a restart. The engine filters below work for both kinds.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def _filters(selector: Selector) -> list[str]:
 
 
 class Ownership:
-    """Which containers this agent sees (managed or adopted) and which it manages."""
+    """Which containers/networks this agent sees (managed or adopted), which it manages."""
 
     def __init__(self, node: str, adopt: Sequence[str] = ()) -> None:
         self.node = node

@@ -384,3 +384,31 @@ def _check_network(network: str, policy: PolicyConfig) -> None:
                               "(operator flag --allow-host-network)", field="spec.network")
         return
     _match(NAME_RE, network, "spec.network", "network name", 128)
+
+
+# ---------------------------------------------------------------- networks
+
+
+def network(value: str, field: str = "network", *, create: bool = False,
+            predefined: bool = True) -> str:
+    """A network name to create, or an id/name to act on; ``predefined=False`` refuses
+    the engine's own networks (host, none, bridge), which are never created or removed."""
+    if not value:
+        raise _invalid(field, "a network name is required" if create
+                       else "a network id or name is required")
+    _match(NAME_RE if create else REF_RE, value, field, "network name", 128)
+    if not predefined and value in ("host", "none", "bridge"):
+        raise _invalid(field, f"{value!r} is a predefined engine network: it cannot be "
+                              "created or removed")
+    return value
+
+
+def network_driver(value: str, field: str = "driver") -> str:
+    if value not in ("", "bridge"):
+        raise _invalid(field, f"network driver {_show(value)} is not allowed: only 'bridge'")
+    return "bridge"
+
+
+def network_aliases(values: Iterable[str], field: str = "aliases") -> list[str]:
+    _check_list(values, field, NAME_RE, "alias")
+    return list(values)

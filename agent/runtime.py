@@ -14,19 +14,20 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import docker
 import requests
-from docker.types.daemon import CancellableStream
 
 from agent import nodeinfo
 from agent.convert import Demuxer, create_kwargs, explain, summary_to_pb, to_pb, translate
 from agent.events import EventHub
+from agent.networks import Networks
 from agent.ownership import Ownership, Selector, SessionInfo, session_from_labels, session_labels
 from agent.policy import HostLimits
+from agent.streams import Cancel, close_response, next_chunk
 from shakedown import labels as L
 from shakedown.agent.v1 import agent_pb2 as pb
 from shakedown.errors import DeadlineExceeded, InvalidArgument, NotFound, Unavailable
@@ -38,37 +39,6 @@ STREAM_WORKERS = 64  # long waits: logs --follow, wait, exec
 EXEC_OUTPUT_CAP = 1536 * 1024  # per stream; keeps an ExecResponse under gRPC's 4 MiB default
 WAIT_SLICE = 5.0  # a blocking wait re-checks cancellation this often
 _NOT_MANAGED = "not found or not managed by this agent"
-
-
-class _Cancel:
-    """Cross-thread cancellation: closers registered by a worker run once, on cancel."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._closers: list[Callable[[], None]] = []
-        self.cancelled = False
-
-    def on_cancel(self, fn: Callable[[], None]) -> None:
-        with self._lock:
-            if not self.cancelled:
-                self._closers.append(fn)
-                return
-        fn()
-
-    def cancel(self) -> None:
-        with self._lock:
-            self.cancelled, closers, self._closers = True, self._closers, []
-        for fn in closers:
-            with contextlib.suppress(Exception):
-                fn()
-
-
-def _close_response(res: Any) -> None:
-    # CancellableStream.close shuts the socket down, which unblocks a reader thread.
-    with contextlib.suppress(Exception):
-        CancellableStream(iter(()), res).close()
-    with contextlib.suppress(Exception):
-        res.close()
 
 
 class DockerRuntime:
@@ -92,6 +62,7 @@ class DockerRuntime:
         self._facts: nodeinfo.NodeFacts | None = None
         self._facts_lock = threading.Lock()
         self.hub = EventHub(self.api, node, self.ownership, self._forget)
+        self.networks = Networks(self)
 
     # ------------------------------------------------------------ plumbing
 
@@ -289,20 +260,23 @@ class DockerRuntime:
         return await self._run(run)
 
     async def recover(self) -> list[SessionInfo]:
-        """Sessions as the labels of this node's managed containers describe them."""
+        """Sessions as the labels of this node's managed containers (and networks:
+        a session may own only networks) describe them."""
         sessions: dict[str, SessionInfo] = {}
         for c in await self._run(self._list, [], True, ""):
             labels = c.get("Labels") or {}
             sid = labels.get(L.SESSION)
             if sid and self.ownership(labels)[1] and sid not in sessions:
                 sessions[sid] = session_from_labels(sid, labels)
+        for info in await self.networks.recover():
+            sessions.setdefault(info.id, info)
         return list(sessions.values())
 
     # ------------------------------------------------------------ wait, exec, logs
 
     async def wait(self, ref: str, timeout: float = 0) -> tuple[int, str]:
         """(exit code, engine error); DeadlineExceeded after ``timeout`` seconds (0: no limit)."""
-        cancel = _Cancel()
+        cancel = Cancel()
         deadline = time.monotonic() + timeout if timeout > 0 else None
 
         def run() -> tuple[int, str]:
@@ -329,7 +303,7 @@ class DockerRuntime:
     async def exec(self, ref: str, cmd: Sequence[str], env: dict[str, str] | None = None,
                    workdir: str = "", user: str = "",
                    timeout: float = 0) -> tuple[int, bytes, bytes]:
-        cancel = _Cancel()
+        cancel = Cancel()
 
         def run() -> tuple[int, bytes, bytes]:
             cid, _ = self._resolve(ref)
@@ -385,13 +359,13 @@ class DockerRuntime:
         loop = asyncio.get_running_loop()
         try:
             while True:
-                data = await loop.run_in_executor(self._streams, _next_chunk, chunks)
+                data = await loop.run_in_executor(self._streams, next_chunk, chunks)
                 if data is None:
                     return
                 for item in demux.feed(data):
                     yield item
         finally:
-            _close_response(res)
+            close_response(res)
 
     # ------------------------------------------------------------ events, node
 
@@ -425,12 +399,3 @@ class DockerRuntime:
         self._streams.shutdown(wait=False, cancel_futures=True)
         with contextlib.suppress(Exception):
             self.client.close()
-
-
-def _next_chunk(chunks: Iterator[bytes]) -> bytes | None:
-    try:
-        return next(chunks)
-    except StopIteration:
-        return None
-    except (OSError, requests.exceptions.RequestException, ValueError, AttributeError):
-        return None  # the stream was closed under us (cancellation) or the engine hung up

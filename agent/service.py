@@ -193,9 +193,50 @@ class AgentService(agent_pb2_grpc.AgentServicer):
 
     async def CloseSession(self, request: pb.CloseSessionRequest,
                            context: _Ctx) -> pb.CloseSessionResponse:
-        removed = await self.sessions.close(policy.session_id(request.session_id), _caller())
-        return pb.CloseSessionResponse(removed_containers=removed)
+        containers, networks = await self.sessions.close_counts(
+            policy.session_id(request.session_id), _caller())
+        return pb.CloseSessionResponse(removed_containers=containers, removed_networks=networks)
 
     async def ListSessions(self, request: pb.ListSessionsRequest,
                            context: _Ctx) -> pb.ListSessionsResponse:
         return pb.ListSessionsResponse(sessions=await self.sessions.list_pb())
+
+    # ------------------------------------------------------------ networks
+
+    async def CreateNetwork(self, request: pb.CreateNetworkRequest, context: _Ctx) -> pb.Network:
+        policy.session_id(request.session_id)
+        policy.network(request.name, "name", create=True, predefined=False)
+        policy.network_driver(request.driver)
+        policy.validate_labels(request.labels, "labels")
+        return await self.sessions.create_network(request.session_id, _caller(), request.name,
+                                                  request.internal, dict(request.labels))
+
+    async def RemoveNetwork(self, request: pb.RemoveNetworkRequest,
+                            context: _Ctx) -> pb.RemoveNetworkResponse:
+        ref = policy.network(request.network, predefined=False)
+        return pb.RemoveNetworkResponse(id=await self.runtime.networks.remove(ref))
+
+    async def InspectNetwork(self, request: pb.InspectNetworkRequest,
+                             context: _Ctx) -> pb.Network:
+        return await self.runtime.networks.inspect(policy.network(request.network))
+
+    async def ListNetworks(self, request: pb.ListNetworksRequest,
+                           context: _Ctx) -> pb.ListNetworksResponse:
+        selector = policy.parse_selector(request.label_selector)
+        if request.session_id:
+            policy.session_id(request.session_id)
+        found = await self.runtime.networks.list(selector, request.session_id)
+        return pb.ListNetworksResponse(networks=found)
+
+    async def ConnectNetwork(self, request: pb.ConnectNetworkRequest,
+                             context: _Ctx) -> pb.Container:
+        ref = policy.network(request.network)
+        container = policy.container_ref(request.container)
+        aliases = policy.network_aliases(request.aliases)
+        return await self.runtime.networks.connect(ref, container, aliases)
+
+    async def DisconnectNetwork(self, request: pb.DisconnectNetworkRequest,
+                                context: _Ctx) -> pb.Container:
+        ref = policy.network(request.network)
+        container = policy.container_ref(request.container)
+        return await self.runtime.networks.disconnect(ref, container, request.force)

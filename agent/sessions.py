@@ -94,6 +94,12 @@ class SessionManager:
                       key=lambda r: (r.created, r.id))
 
     async def close(self, session_id: str, caller: Caller | None = None) -> int:
+        """Close the session; returns how many containers were removed."""
+        return (await self.close_counts(session_id, caller))[0]
+
+    async def close_counts(self, session_id: str,
+                           caller: Caller | None = None) -> tuple[int, int]:
+        """Close the session; returns (removed containers, removed networks)."""
         rec = self.get(session_id, caller)
         return await self._remove(rec, "closed")
 
@@ -114,11 +120,26 @@ class SessionManager:
                                      field="session_id")
         return container
 
-    async def to_pb(self, rec: SessionRecord, count: int | None = None) -> pb.Session:
+    async def create_network(self, session_id: str, caller: Caller | None, name: str,
+                             internal: bool, labels: dict[str, str]) -> pb.Network:
+        rec = self.get(session_id, caller)
+        network = await self.runtime.networks.create(rec, name, internal=internal, labels=labels)
+        if rec.closing or self._sessions.get(rec.id) is not rec:
+            with contextlib.suppress(Exception):  # the same race as create_container
+                await self.runtime.networks.remove(network.id)
+            raise FailedPrecondition(f"session {session_id!r} was closed during the create",
+                                     field="session_id")
+        return network
+
+    async def to_pb(self, rec: SessionRecord, count: int | None = None,
+                    networks: int | None = None) -> pb.Session:
         if count is None:
             count = len(await self.runtime.containers_of_session(rec.id))
+        if networks is None:
+            networks = await self.runtime.networks.count(rec.id)
         s = pb.Session(id=rec.id, name=rec.name, ttl_seconds=rec.ttl, persistent=rec.persistent,
-                       principal=rec.principal, labels=rec.labels, container_count=count)
+                       principal=rec.principal, labels=rec.labels, container_count=count,
+                       network_count=networks)
         s.created_at.FromNanoseconds(int(rec.created * 1e9))
         if not rec.persistent:
             s.expires_at.FromNanoseconds(int(rec.expires_at * 1e9))
@@ -126,7 +147,8 @@ class SessionManager:
 
     async def list_pb(self) -> builtins.list[pb.Session]:
         counts = await self.runtime.session_counts()  # one engine call for every session
-        return [await self.to_pb(r, counts.get(r.id, 0)) for r in self.list()]
+        nets = await self.runtime.networks.session_counts()
+        return [await self.to_pb(r, counts.get(r.id, 0), nets.get(r.id, 0)) for r in self.list()]
 
     # ------------------------------------------------------------ reaping
 
@@ -173,21 +195,24 @@ class SessionManager:
                    if not r.persistent and not r.closing and r.expires_at <= now]
         removed = 0
         for rec in expired:
-            removed += await self._remove(rec, "expired")
+            removed += (await self._remove(rec, "expired"))[0]
         return removed
 
-    async def _remove(self, rec: SessionRecord, why: str) -> int:
+    async def _remove(self, rec: SessionRecord, why: str) -> tuple[int, int]:
+        """Heal, remove the containers, then the networks (an attached one cannot go)."""
         rec.closing = True
         try:
             await self._heal(rec)
             removed = await self.runtime.remove_session(rec.id)
+            networks = await self.runtime.networks.remove_session(rec.id)
         except Exception:
             rec.closing = False  # keep it: the next tick (or close) retries
             raise
         self._sessions.pop(rec.id, None)
         log.info("session %s", why, extra={"session": rec.id, "principal": rec.principal,
-                                           "removed_containers": removed})
-        return removed
+                                           "removed_containers": removed,
+                                           "removed_networks": networks})
+        return removed, networks
 
     async def _heal(self, rec: SessionRecord) -> None:
         # Hook for the nemesis: undo each fault the session injected before its

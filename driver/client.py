@@ -5,7 +5,7 @@ has a deadline. Failures surface as ``shakedown.errors`` types (``NotFound``,
 ``PolicyError``, ``AuthError``, ``Unavailable`` ...), never as ``grpc.RpcError``.
 
 Retries are deliberately narrow: only calls that are safe to repeat (reads,
-KeepAlive, Start, Stop, forced Remove), only on UNAVAILABLE, with jittered
+KeepAlive, Start, Stop, forced Remove of a container), only on UNAVAILABLE, with jittered
 exponential backoff inside the call's deadline. Create, Exec and OpenSession
 are never retried: a lost response would otherwise create twice.
 """
@@ -13,27 +13,27 @@ are never retried: a lost response would otherwise create twice.
 from __future__ import annotations
 
 import builtins
-import contextlib
 import math
 import random
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
 from driver.signer import SigningInterceptor
+from driver.streams import LogStream, Stream
 from driver.types import (
     Container,
     ContainerSpec,
     Event,
     ExecResult,
     LogChunk,
+    Network,
     NodeInfo,
     Selector,
     Session,
@@ -50,7 +50,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 SERVICE = "shakedown.agent.v1.Agent"
+__all__ = ["AgentClient", "LogStream", "Stream", "backoff_delay"]
 ContainerRef = str | Container
+NetworkRef = str | Network
 # A session id, a Session or a SessionHandle.
 SessionLike: TypeAlias = "str | Session | SessionHandle"
 
@@ -69,6 +71,9 @@ _RESPONSES: dict[str, type[Message]] = {
     "ListContainers": pb.ListContainersResponse, "WaitContainer": pb.WaitContainerResponse,
     "Exec": pb.ExecResponse, "OpenSession": pb.Session, "KeepAlive": pb.Session,
     "CloseSession": pb.CloseSessionResponse, "ListSessions": pb.ListSessionsResponse,
+    "CreateNetwork": pb.Network, "RemoveNetwork": pb.RemoveNetworkResponse,
+    "InspectNetwork": pb.Network, "ListNetworks": pb.ListNetworksResponse,
+    "ConnectNetwork": pb.Container, "DisconnectNetwork": pb.Container,
 }
 _STREAMS: dict[str, type[Message]] = {"Logs": pb.LogChunk, "Events": pb.Event}
 
@@ -86,6 +91,10 @@ def _cid(container: ContainerRef) -> str:
     return container.id if isinstance(container, Container) else container
 
 
+def _nid(network: NetworkRef) -> str:
+    return network.id if isinstance(network, Network) else network
+
+
 def _sid(session: object) -> str:
     sid = session if isinstance(session, str) else getattr(session, "id", None)
     if not isinstance(sid, str) or not sid:
@@ -96,78 +105,6 @@ def _sid(session: object) -> str:
 def backoff_delay(attempt: int) -> float:
     """Full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
     return random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
-
-
-class Stream(Generic[T]):
-    """A server stream (Logs, Events): iterate it, ``cancel()`` it, or use ``with``.
-
-    Errors (e.g. ``NotFound``) surface on iteration, as typed errors; after
-    ``cancel()`` iteration simply ends.
-    """
-
-    def __init__(self, call: Any, convert: Callable[[Any], T],
-                 wrap: Callable[[grpc.RpcError], ShakedownError]) -> None:
-        self._call = call
-        self._convert = convert
-        self._wrap = wrap
-        self._cancelled = False
-
-    def __iter__(self) -> Iterator[T]:
-        return self
-
-    def __next__(self) -> T:
-        try:
-            return self._convert(next(self._call))
-        except grpc.RpcError as err:
-            if self._cancelled and err.code() == grpc.StatusCode.CANCELLED:
-                raise StopIteration from None
-            raise self._wrap(err) from None
-
-    def wait_ready(self, timeout: float | None = None) -> bool:
-        """Block until the agent has accepted the stream (its initial metadata arrived).
-
-        An events stream is ready once its subscription is live: every event from
-        then on is delivered. True when ready, False after ``timeout`` seconds or
-        once cancelled; a call that failed instead raises its typed error.
-        """
-        arrived = threading.Event()
-
-        def wait() -> None:
-            # Returns once metadata arrived or the call ended (it may raise then).
-            with contextlib.suppress(Exception):
-                self._call.initial_metadata()
-            arrived.set()
-
-        threading.Thread(target=wait, name="stream-ready", daemon=True).start()
-        if not arrived.wait(timeout):
-            return False
-        if not self._call.done():
-            return True
-        code = self._call.code()
-        if code == grpc.StatusCode.OK:
-            return True
-        if self._cancelled or code == grpc.StatusCode.CANCELLED:
-            return False
-        raise self._wrap(self._call)
-
-    def cancel(self) -> None:
-        self._cancelled = True
-        self._call.cancel()
-
-    def __enter__(self) -> Stream[T]:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.cancel()
-
-
-class LogStream(Stream[LogChunk]):
-    def read(self) -> bytes:
-        """All remaining data of both streams (for ``follow=False``)."""
-        return b"".join(chunk.data for chunk in self)
-
-    def text(self) -> str:
-        return self.read().decode("utf-8", "replace")
 
 
 class AgentClient:
@@ -441,3 +378,44 @@ class AgentClient:
     def sessions(self, *, timeout: float | None = None) -> builtins.list[Session]:
         resp = self._call("ListSessions", pb.ListSessionsRequest(), timeout, retry=True)
         return [Session.from_pb(s) for s in resp.sessions]
+
+    # ------------------------------------------------------------ networks
+
+    def create_network(self, name: str, *, session: SessionLike, internal: bool = False,
+                       labels: Mapping[str, str] | None = None, driver: str = "",
+                       timeout: float | None = None) -> Network:
+        """Create a network owned by ``session`` (removed with it, after its containers).
+        Agents create only bridge networks (``driver`` "" or "bridge"). Never retried."""
+        req = pb.CreateNetworkRequest(session_id=_sid(session), name=name, internal=internal,
+                                      labels=labels or {}, driver=driver)
+        return Network.from_pb(self._call("CreateNetwork", req, timeout))
+
+    def remove_network(self, network: NetworkRef, *, timeout: float | None = None) -> str:
+        """Remove a network this agent manages (no container may be attached); returns its id."""
+        req = pb.RemoveNetworkRequest(network=_nid(network))
+        return str(self._call("RemoveNetwork", req, timeout).id)
+
+    def inspect_network(self, network: NetworkRef, *, timeout: float | None = None) -> Network:
+        req = pb.InspectNetworkRequest(network=_nid(network))
+        return Network.from_pb(self._call("InspectNetwork", req, timeout, retry=True))
+
+    def networks(self, selector: Selector = None, *, session: SessionLike | None = None,
+                 timeout: float | None = None) -> builtins.list[Network]:
+        """Managed and adopted networks matching every ``key``/``key=value`` of ``selector``."""
+        req = pb.ListNetworksRequest(label_selector=selector_to_pb(selector),
+                                     session_id=_sid(session) if session else "")
+        resp = self._call("ListNetworks", req, timeout, retry=True)
+        return [Network.from_pb(n) for n in resp.networks]
+
+    def connect(self, network: NetworkRef, container: ContainerRef, aliases: Sequence[str] = (),
+                *, timeout: float | None = None) -> Container:
+        """Attach ``container`` to ``network`` (with extra DNS ``aliases``); returns it."""
+        req = pb.ConnectNetworkRequest(network=_nid(network), container=_cid(container),
+                                       aliases=list(aliases))
+        return Container.from_pb(self._call("ConnectNetwork", req, timeout))
+
+    def disconnect(self, network: NetworkRef, container: ContainerRef, force: bool = False, *,
+                   timeout: float | None = None) -> Container:
+        req = pb.DisconnectNetworkRequest(network=_nid(network), container=_cid(container),
+                                          force=force)
+        return Container.from_pb(self._call("DisconnectNetwork", req, timeout))

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import builtins
 import threading
+from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from driver.types import Container, ContainerSpec, Selector, Session
+from driver.types import Container, ContainerSpec, Network, Selector, Session
 from shakedown.errors import NotFound, ShakedownError
 
 if TYPE_CHECKING:
@@ -70,6 +71,14 @@ class SessionHandle:
              **kwargs: Any) -> builtins.list[Container]:
         return self.client.list(selector, all=all, session=self.id, **kwargs)
 
+    def create_network(self, name: str, *, internal: bool = False,
+                       labels: Mapping[str, str] | None = None, **kwargs: Any) -> Network:
+        return self.client.create_network(name, session=self.id, internal=internal,
+                                          labels=labels, **kwargs)
+
+    def networks(self, selector: Selector = None, **kwargs: Any) -> builtins.list[Network]:
+        return self.client.networks(selector, session=self.id, **kwargs)
+
     def keep_alive(self) -> Session:
         return self.client.keep_alive(self.id)
 
@@ -81,7 +90,8 @@ class SessionHandle:
             self._thread.join(timeout=5)
 
     def close(self) -> int:
-        """Close the session (removing its containers); returns how many were removed."""
+        """Close the session (removing its containers, then its networks); returns how many
+        containers were removed."""
         self.stop_keepalive()
         if self.closed:
             return 0

@@ -308,12 +308,38 @@ class Session:
     expires_at: datetime | None = None
     labels: dict[str, str] = field(default_factory=dict)
     container_count: int = 0
+    network_count: int = 0
 
     @classmethod
     def from_pb(cls, m: pb.Session) -> Session:
         return cls(m.id, m.name, m.ttl_seconds, m.persistent, m.principal,
                    _ts(m, "created_at"), _ts(m, "expires_at"), dict(m.labels),
-                   m.container_count)
+                   m.container_count, m.network_count)
+
+
+@dataclass(frozen=True, slots=True)
+class Network:
+    """A bridge network a session owns (``managed``) or one adopted by selector."""
+
+    id: str
+    name: str
+    driver: str = "bridge"
+    internal: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+    session_id: str = ""
+    managed: bool = True
+    node: str = ""
+    created_at: datetime | None = None
+    containers: tuple[str, ...] = ()  # ids of the attached containers
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+    @classmethod
+    def from_pb(cls, m: pb.Network) -> Network:
+        return cls(m.id, m.name, m.driver, m.internal, dict(m.labels), m.session_id, m.managed,
+                   m.node, _ts(m, "created_at"), tuple(m.containers))
 
 
 @dataclass(frozen=True, slots=True)

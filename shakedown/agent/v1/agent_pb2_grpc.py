@@ -129,6 +129,36 @@ class AgentStub:
                 request_serializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.ListSessionsRequest.SerializeToString,
                 response_deserializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.ListSessionsResponse.FromString,
                 _registered_method=True)
+        self.CreateNetwork = channel.unary_unary(
+                '/shakedown.agent.v1.Agent/CreateNetwork',
+                request_serializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.CreateNetworkRequest.SerializeToString,
+                response_deserializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.Network.FromString,
+                _registered_method=True)
+        self.RemoveNetwork = channel.unary_unary(
+                '/shakedown.agent.v1.Agent/RemoveNetwork',
+                request_serializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.RemoveNetworkRequest.SerializeToString,
+                response_deserializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.RemoveNetworkResponse.FromString,
+                _registered_method=True)
+        self.InspectNetwork = channel.unary_unary(
+                '/shakedown.agent.v1.Agent/InspectNetwork',
+                request_serializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.InspectNetworkRequest.SerializeToString,
+                response_deserializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.Network.FromString,
+                _registered_method=True)
+        self.ListNetworks = channel.unary_unary(
+                '/shakedown.agent.v1.Agent/ListNetworks',
+                request_serializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.ListNetworksRequest.SerializeToString,
+                response_deserializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.ListNetworksResponse.FromString,
+                _registered_method=True)
+        self.ConnectNetwork = channel.unary_unary(
+                '/shakedown.agent.v1.Agent/ConnectNetwork',
+                request_serializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.ConnectNetworkRequest.SerializeToString,
+                response_deserializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.Container.FromString,
+                _registered_method=True)
+        self.DisconnectNetwork = channel.unary_unary(
+                '/shakedown.agent.v1.Agent/DisconnectNetwork',
+                request_serializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.DisconnectNetworkRequest.SerializeToString,
+                response_deserializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.Container.FromString,
+                _registered_method=True)
 
 
 class AgentServicer:
@@ -253,6 +283,44 @@ class AgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateNetwork(self, request, context):
+        """Networks: bridge networks owned by a session (removed with it, after its
+        containers). Connect/Disconnect also act on adopted networks and containers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveNetwork(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def InspectNetwork(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListNetworks(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ConnectNetwork(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DisconnectNetwork(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -350,6 +418,36 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.ListSessions,
                     request_deserializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.ListSessionsRequest.FromString,
                     response_serializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.ListSessionsResponse.SerializeToString,
+            ),
+            'CreateNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateNetwork,
+                    request_deserializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.CreateNetworkRequest.FromString,
+                    response_serializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.Network.SerializeToString,
+            ),
+            'RemoveNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveNetwork,
+                    request_deserializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.RemoveNetworkRequest.FromString,
+                    response_serializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.RemoveNetworkResponse.SerializeToString,
+            ),
+            'InspectNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.InspectNetwork,
+                    request_deserializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.InspectNetworkRequest.FromString,
+                    response_serializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.Network.SerializeToString,
+            ),
+            'ListNetworks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNetworks,
+                    request_deserializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.ListNetworksRequest.FromString,
+                    response_serializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.ListNetworksResponse.SerializeToString,
+            ),
+            'ConnectNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConnectNetwork,
+                    request_deserializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.ConnectNetworkRequest.FromString,
+                    response_serializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.Container.SerializeToString,
+            ),
+            'DisconnectNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.DisconnectNetwork,
+                    request_deserializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.DisconnectNetworkRequest.FromString,
+                    response_serializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.Container.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -865,6 +963,168 @@ class Agent:
             '/shakedown.agent.v1.Agent/ListSessions',
             shakedown_dot_agent_dot_v1_dot_agent__pb2.ListSessionsRequest.SerializeToString,
             shakedown_dot_agent_dot_v1_dot_agent__pb2.ListSessionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shakedown.agent.v1.Agent/CreateNetwork',
+            shakedown_dot_agent_dot_v1_dot_agent__pb2.CreateNetworkRequest.SerializeToString,
+            shakedown_dot_agent_dot_v1_dot_agent__pb2.Network.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shakedown.agent.v1.Agent/RemoveNetwork',
+            shakedown_dot_agent_dot_v1_dot_agent__pb2.RemoveNetworkRequest.SerializeToString,
+            shakedown_dot_agent_dot_v1_dot_agent__pb2.RemoveNetworkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InspectNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shakedown.agent.v1.Agent/InspectNetwork',
+            shakedown_dot_agent_dot_v1_dot_agent__pb2.InspectNetworkRequest.SerializeToString,
+            shakedown_dot_agent_dot_v1_dot_agent__pb2.Network.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNetworks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shakedown.agent.v1.Agent/ListNetworks',
+            shakedown_dot_agent_dot_v1_dot_agent__pb2.ListNetworksRequest.SerializeToString,
+            shakedown_dot_agent_dot_v1_dot_agent__pb2.ListNetworksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConnectNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shakedown.agent.v1.Agent/ConnectNetwork',
+            shakedown_dot_agent_dot_v1_dot_agent__pb2.ConnectNetworkRequest.SerializeToString,
+            shakedown_dot_agent_dot_v1_dot_agent__pb2.Container.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DisconnectNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shakedown.agent.v1.Agent/DisconnectNetwork',
+            shakedown_dot_agent_dot_v1_dot_agent__pb2.DisconnectNetworkRequest.SerializeToString,
+            shakedown_dot_agent_dot_v1_dot_agent__pb2.Container.FromString,
             options,
             channel_credentials,
             insecure,

@@ -63,6 +63,15 @@ class AgentStub:
     KeepAlive: _grpc.UnaryUnaryMultiCallable[_agent_pb2.KeepAliveRequest, _agent_pb2.Session]
     CloseSession: _grpc.UnaryUnaryMultiCallable[_agent_pb2.CloseSessionRequest, _agent_pb2.CloseSessionResponse]
     ListSessions: _grpc.UnaryUnaryMultiCallable[_agent_pb2.ListSessionsRequest, _agent_pb2.ListSessionsResponse]
+    CreateNetwork: _grpc.UnaryUnaryMultiCallable[_agent_pb2.CreateNetworkRequest, _agent_pb2.Network]
+    """Networks: bridge networks owned by a session (removed with it, after its
+    containers). Connect/Disconnect also act on adopted networks and containers.
+    """
+    RemoveNetwork: _grpc.UnaryUnaryMultiCallable[_agent_pb2.RemoveNetworkRequest, _agent_pb2.RemoveNetworkResponse]
+    InspectNetwork: _grpc.UnaryUnaryMultiCallable[_agent_pb2.InspectNetworkRequest, _agent_pb2.Network]
+    ListNetworks: _grpc.UnaryUnaryMultiCallable[_agent_pb2.ListNetworksRequest, _agent_pb2.ListNetworksResponse]
+    ConnectNetwork: _grpc.UnaryUnaryMultiCallable[_agent_pb2.ConnectNetworkRequest, _agent_pb2.Container]
+    DisconnectNetwork: _grpc.UnaryUnaryMultiCallable[_agent_pb2.DisconnectNetworkRequest, _agent_pb2.Container]
 
 @_typing.type_check_only
 class AgentAsyncStub(AgentStub):
@@ -92,6 +101,15 @@ class AgentAsyncStub(AgentStub):
     KeepAlive: _aio.UnaryUnaryMultiCallable[_agent_pb2.KeepAliveRequest, _agent_pb2.Session]  # type: ignore[assignment]
     CloseSession: _aio.UnaryUnaryMultiCallable[_agent_pb2.CloseSessionRequest, _agent_pb2.CloseSessionResponse]  # type: ignore[assignment]
     ListSessions: _aio.UnaryUnaryMultiCallable[_agent_pb2.ListSessionsRequest, _agent_pb2.ListSessionsResponse]  # type: ignore[assignment]
+    CreateNetwork: _aio.UnaryUnaryMultiCallable[_agent_pb2.CreateNetworkRequest, _agent_pb2.Network]  # type: ignore[assignment]
+    """Networks: bridge networks owned by a session (removed with it, after its
+    containers). Connect/Disconnect also act on adopted networks and containers.
+    """
+    RemoveNetwork: _aio.UnaryUnaryMultiCallable[_agent_pb2.RemoveNetworkRequest, _agent_pb2.RemoveNetworkResponse]  # type: ignore[assignment]
+    InspectNetwork: _aio.UnaryUnaryMultiCallable[_agent_pb2.InspectNetworkRequest, _agent_pb2.Network]  # type: ignore[assignment]
+    ListNetworks: _aio.UnaryUnaryMultiCallable[_agent_pb2.ListNetworksRequest, _agent_pb2.ListNetworksResponse]  # type: ignore[assignment]
+    ConnectNetwork: _aio.UnaryUnaryMultiCallable[_agent_pb2.ConnectNetworkRequest, _agent_pb2.Container]  # type: ignore[assignment]
+    DisconnectNetwork: _aio.UnaryUnaryMultiCallable[_agent_pb2.DisconnectNetworkRequest, _agent_pb2.Container]  # type: ignore[assignment]
 
 class AgentServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -232,5 +250,50 @@ class AgentServicer(metaclass=_abc_1.ABCMeta):
         request: _agent_pb2.ListSessionsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_agent_pb2.ListSessionsResponse, _abc.Awaitable[_agent_pb2.ListSessionsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CreateNetwork(
+        self,
+        request: _agent_pb2.CreateNetworkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agent_pb2.Network, _abc.Awaitable[_agent_pb2.Network]]:
+        """Networks: bridge networks owned by a session (removed with it, after its
+        containers). Connect/Disconnect also act on adopted networks and containers.
+        """
+
+    @_abc_1.abstractmethod
+    def RemoveNetwork(
+        self,
+        request: _agent_pb2.RemoveNetworkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agent_pb2.RemoveNetworkResponse, _abc.Awaitable[_agent_pb2.RemoveNetworkResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def InspectNetwork(
+        self,
+        request: _agent_pb2.InspectNetworkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agent_pb2.Network, _abc.Awaitable[_agent_pb2.Network]]: ...
+
+    @_abc_1.abstractmethod
+    def ListNetworks(
+        self,
+        request: _agent_pb2.ListNetworksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agent_pb2.ListNetworksResponse, _abc.Awaitable[_agent_pb2.ListNetworksResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ConnectNetwork(
+        self,
+        request: _agent_pb2.ConnectNetworkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agent_pb2.Container, _abc.Awaitable[_agent_pb2.Container]]: ...
+
+    @_abc_1.abstractmethod
+    def DisconnectNetwork(
+        self,
+        request: _agent_pb2.DisconnectNetworkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agent_pb2.Container, _abc.Awaitable[_agent_pb2.Container]]: ...
 
 def add_AgentServicer_to_server(servicer: AgentServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
