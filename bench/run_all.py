@@ -24,9 +24,10 @@ SCRIPTS = {
     "rpc": "bench_rpc.py",
     "rss": "bench_rss.py",
     "discovery": "bench_discovery.py",
+    "context": "bench_context.py",
 }
 # Generous bounds: a full run of each script takes well under 2 minutes.
-TIMEOUT = {"lifecycle": 300, "rpc": 300, "rss": 200, "discovery": 120}
+TIMEOUT = {"lifecycle": 300, "rpc": 300, "rss": 200, "discovery": 120, "context": 300}
 
 
 def run_one(name: str, quick: bool) -> tuple[dict[str, Any] | None, float, str]:

@@ -277,14 +277,19 @@ def run_test(args: argparse.Namespace) -> int:
     suites = [s.strip() for s in args.suites.split(",") if s.strip()] if args.suites else None
     try:
         run = run_suites(
-            args.name, base=args.base, suites=suites, keyword=args.keyword, reports_dir=reports
+            args.name,
+            base=args.base,
+            suites=suites,
+            keyword=args.keyword,
+            reports_dir=reports,
+            echo=None if args.json else sys.stdout,
         )
     except ValueError as exc:
         raise CliError(f"--suites: {exc}") from None
     summary = json.loads(run.summary_path.read_text()) if run.summary_path.exists() else {}
     totals = summary.get("totals", {})
     text = (
-        f"\nsuccess rate {totals.get('success_rate', 0):.0%} "
+        f"\nsuccess rate {totals.get('success_rate') or 0:.0%} "
         f"({totals.get('passed', 0)} passed, {totals.get('failed', 0)} failed, "
         f"{totals.get('skipped', 0)} skipped)\n"
         f"report: {run.summary_path}\njunit:  {run.junit_path}"

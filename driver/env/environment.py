@@ -156,6 +156,14 @@ class Environment:
     # -- use ----------------------------------------------------------------------------
 
     @property
+    def run_id(self) -> str:
+        return self.state.run_id
+
+    @property
+    def temp_root(self) -> Path:
+        return self.paths.temp
+
+    @property
     def domain(self) -> str:
         return self.state.domain
 

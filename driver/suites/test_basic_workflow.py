@@ -1,0 +1,75 @@
+"""Suite basic_workflow: on every node, a container's whole life through the agent."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+
+import pytest
+
+from driver.client import AgentClient
+from driver.env.context import TestContext
+from driver.types import ContainerSpec
+from shakedown.errors import NotFound
+
+pytestmark = [pytest.mark.shakedown, pytest.mark.suite("basic_workflow")]
+T = TypeVar("T")
+DEADLINE_S = 20.0  # generous for a loaded CI engine; polls return as soon as ready
+
+
+def poll(predicate: Callable[[], T], what: str, timeout: float = DEADLINE_S) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_node_info_is_sane(agents: dict[str, AgentClient], shakedown_node: str) -> None:
+    info = agents[shakedown_node].node_info()
+    assert info.name == shakedown_node
+    assert info.agent_version and info.docker_version and info.docker_api_version
+    assert info.cpus > 0 and info.memory_bytes > 0
+    assert info.principal and info.role in ("admin", "observer")
+    assert info.server_time is not None
+    # The clocks matter to HMAC timestamps: the agent rejects skew beyond its window.
+    assert abs(info.server_time - datetime.now(UTC)) < timedelta(minutes=5)
+
+
+def test_container_lifecycle(ctx: TestContext, shakedown_node: str,
+                             shakedown_image: str) -> None:
+    agent = ctx.clients[shakedown_node]
+    spec = ContainerSpec(shakedown_image, ["sh", "-c", "echo ready; exec sleep 300"],
+                         stop_signal="SIGKILL")
+    c = ctx.run(shakedown_node, spec)
+    assert c.running and c.node == shakedown_node
+    assert {k: c.labels.get(k) for k in ctx.labels} == ctx.labels
+
+    poll(lambda: "ready" in agent.logs(c).text(), "the container's first log line")
+
+    result = agent.exec(c, ["sh", "-c", "echo out; echo err >&2; exit 3"])
+    assert (result.exit_code, result.output.strip(), result.stderr.strip()) == (3, "out", b"err")
+
+    stopped = agent.stop(c, timeout=1)
+    assert stopped.state == "exited"
+    restarted = agent.restart(c, timeout=1)
+    assert restarted.running
+    assert agent.exec(c, ["true"]).ok
+
+    assert [x.id for x in ctx.containers() if x.node == shakedown_node] == [c.id]
+    agent.remove(c, force=True)
+    with pytest.raises(NotFound):
+        agent.inspect(c)
+    assert not [x for x in ctx.containers() if x.node == shakedown_node]
+
+
+def test_run_to_completion(ctx: TestContext, shakedown_node: str, shakedown_image: str) -> None:
+    agent = ctx.clients[shakedown_node]
+    c = ctx.run(shakedown_node, ContainerSpec(shakedown_image, ["sh", "-c", "exit 7"]))
+    assert agent.wait(c, timeout=DEADLINE_S) == 7
+    assert agent.inspect(c).exit_code == 7

@@ -1,0 +1,75 @@
+"""Suite discovery: every agent is found through CoreDNS, and `verify discovery` is clean.
+
+Agents register themselves (`_shakedown-agent._tcp.<domain>`, leased in etcd)
+once they serve, so the suite polls for the SRV answer with a deadline.
+Skipped for an environment without DNS/etcd (e.g. an inventory of remote agents).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import pytest
+
+from driver.discovery.resolver import DiscoveryError, Endpoint, Resolver, parse_hostport
+from driver.verify.discovery import verify_discovery
+
+pytestmark = [pytest.mark.shakedown, pytest.mark.suite("discovery")]
+SERVICE = "shakedown-agent"
+DEADLINE_S = 30.0  # > the agents' registration retry interval and lease TTL
+
+
+@pytest.fixture(scope="module")
+def dns_env(shakedown_env: Any) -> Any:
+    if not (getattr(shakedown_env, "dns", None) and getattr(shakedown_env, "etcd", None)):
+        pytest.skip(f"environment {shakedown_env.name} has no DNS/etcd (remote or "
+                    "inventory-only): nothing to discover")
+    return shakedown_env
+
+
+def srv_endpoints(env: Any) -> dict[str, Endpoint]:
+    """address -> endpoint, as a client of the domain sees them now."""
+    resolver = Resolver(env.domain, parse_hostport(env.dns, "dns"), order=("srv",))
+    try:
+        return {e.address: e for e in resolver.resolve(SERVICE, fresh=True).endpoints}
+    except DiscoveryError:
+        return {}
+
+
+@pytest.fixture(scope="module")
+def resolved(dns_env: Any) -> dict[str, Endpoint]:
+    """The SRV answer once it lists every agent of the inventory (polled with a deadline)."""
+    expected = {n.address for n in dns_env.inventory().nodes}
+    deadline = time.monotonic() + DEADLINE_S
+    found = srv_endpoints(dns_env)
+    while not expected <= set(found) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        found = srv_endpoints(dns_env)
+    missing = expected - set(found)
+    assert not missing, f"SRV _{SERVICE}._tcp.{dns_env.domain}: missing {sorted(missing)}"
+    return found
+
+
+def test_every_agent_resolves_via_srv(dns_env: Any, resolved: dict[str, Endpoint]) -> None:
+    for endpoint in resolved.values():
+        assert endpoint.port > 0 and endpoint.target.rstrip(".").endswith(
+            dns_env.domain.rstrip(".")), endpoint
+
+
+def test_resolved_endpoint_is_the_agent(dns_env: Any, resolved: dict[str, Endpoint],
+                                        shakedown_node: str) -> None:
+    node = dns_env.inventory().node(shakedown_node)
+    endpoint = resolved[node.address]
+    # Connect where DNS points (same identity and keys) and ask who answers.
+    with dataclasses.replace(node, address=endpoint.address).client() as client:
+        assert client.node_info().name == shakedown_node
+
+
+def test_verify_discovery_reports_no_errors(dns_env: Any) -> None:
+    certs = dns_env.paths.certs if hasattr(dns_env, "paths") else None
+    report = verify_discovery(dns_env.dns, dns_env.etcd, dns_env.domain, service=SERVICE,
+                              certs=certs)
+    assert report.ok, "\n".join(f"{f.code}: {f.message}" for f in report.errors)
+    assert not report.errors
