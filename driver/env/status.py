@@ -49,6 +49,8 @@ class EnvStatus:
     root: str
     domain: str
     created_at: float
+    dns: str | None = None
+    etcd: str | None = None
     components: list[ComponentStatus] = field(default_factory=list)
 
     @property
@@ -113,7 +115,8 @@ def agent_status(node: NodeConfig, status: ComponentStatus) -> None:
 
 
 def collect(paths: EnvPaths, state: EnvState) -> EnvStatus:
-    out = EnvStatus(state.name, state.kind, str(paths.root), state.domain, state.created_at)
+    out = EnvStatus(state.name, state.kind, str(paths.root), state.domain, state.created_at,
+                    state.dns, state.etcd)
     nodes = (
         {n.name: n for n in load_inventory(paths.inventory).nodes}
         if paths.inventory.exists()

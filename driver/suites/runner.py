@@ -8,7 +8,8 @@ A subprocess, so a crashing test cannot take the caller down, and so the
 environment is reached exactly as any other process would: by name, from disk.
 The run is isolated from whatever project it is started in: `-c /dev/null`
 (no ini file, no addopts), `--rootdir`/`--confcutdir` at the suites directory
-(no conftest.py from above it), no cache dir, cwd = the reports dir.
+(no conftest.py from above it), no cache dir, cwd = the suites directory
+(so test ids print as `test_basic_workflow.py::...`; it holds no ini or conftest).
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ def run_suites(
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     env.pop("SHAKEDOWN_INVENTORY", None)  # the named environment is the one under test
     with log_path.open("w", encoding="utf-8") as log, subprocess.Popen(
-        cmd, cwd=reports_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cmd, cwd=SUITES_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, bufsize=1,
     ) as proc:
         assert proc.stdout is not None
