@@ -19,9 +19,8 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -35,6 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 # The bench scripts import the project (driver, agent, tests.support) from the checkout.
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
 
 RUN_LABEL = "shakedown-bench.run"  # caller label: io.shakedown.* is reserved for the agent
 T = TypeVar("T")
@@ -205,19 +205,6 @@ def ms(seconds: float) -> str:
 
 
 # ------------------------------------------------------------------ polling
-
-
-def wait_for(predicate: Callable[[], T], timeout: float, interval: float = 0.05,
-             what: str = "condition") -> T:
-    """Poll until predicate() is truthy and return it; TimeoutError at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {what}")
-        time.sleep(interval)
 
 
 # ------------------------------------------------------------------ fixtures

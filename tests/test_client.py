@@ -27,6 +27,7 @@ from driver import (
     fan_out,
     log_lines,
 )
+from driver.control.process import wait_for
 from driver.types import LogChunk, Mount, PortMapping, parse_size
 from shakedown import keyring
 from tests.support.agentproc import AgentProcess
@@ -34,18 +35,6 @@ from tests.support.agentproc import AgentProcess
 e2e = pytest.mark.docker  # needs the agent_proc fixture: a real agent and Docker
 
 TEST_LABEL = "shakedown-test"
-
-
-def poll(predicate, timeout: float, what: str, interval: float = 0.1):  # type: ignore[no-untyped-def]
-    """Poll until predicate() is truthy (bounded by ``timeout``)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        threading.Event().wait(interval)
 
 
 @pytest.fixture()
@@ -193,7 +182,8 @@ def test_events(client: AgentClient, session: SessionHandle, spec: ContainerSpec
         assert first.node == agent_proc.name
         assert first.labels[TEST_LABEL] == spec.labels[TEST_LABEL]
         client.kill(c, "SIGKILL")
-        die = poll(lambda: next((e for e in _drain(got) if e.action == "die"), None), 15, "die")
+        die = wait_for(lambda: next((e for e in _drain(got) if e.action == "die"), None), 15,
+                       what="die")
         assert die.exit_code == 137
     finally:
         stream.cancel()
@@ -299,8 +289,8 @@ def test_unkept_session_is_reaped(client: AgentClient, spec: ContainerSpec) -> N
     s = client.open_session(ttl=1, keepalive=False)
     try:
         c = s.run(spec)
-        poll(lambda: not any(x.id == c.id for x in client.list(spec.labels, all=True)),
-             20, "the reaper to remove the container")
+        wait_for(lambda: not any(x.id == c.id for x in client.list(spec.labels, all=True)),
+                 20, what="the reaper to remove the container")
     finally:
         s.close()
 

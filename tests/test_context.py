@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,6 +27,7 @@ from driver.env.context import (
 from driver.types import ContainerSpec
 from shakedown.labels import SESSION_LABEL_PREFIX
 from tests.support.agentproc import wait_for
+from tests.support.envs import module_env
 
 pytestmark = pytest.mark.docker
 
@@ -35,25 +35,7 @@ pytestmark = pytest.mark.docker
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, busybox_image: str,
         docker_client: docker.DockerClient) -> Iterator[Environment]:
-    e = Environment.create(f"t{uuid.uuid4().hex[:8]}", nodes=3,
-                           base=tmp_path_factory.mktemp("envs"))
-    nodes = [c.node for c in e.state.agents()]
-    pids = [p.pid for c in e.state.components.values() if (p := c.managed())]
-    yield e
-    e.destroy()
-    assert_env_gone(docker_client, nodes, pids, e.paths.root)
-
-
-def assert_env_gone(client: docker.DockerClient, nodes: list[str], pids: list[int],
-                    root: Path) -> None:
-    from driver.control.process import alive
-
-    assert not [p for p in pids if alive(p)], "a process of the environment survived destroy"
-    for node in nodes:
-        selector = {"label": f"io.shakedown.node={node}"}
-        assert not client.containers.list(all=True, filters=selector), node
-        assert not client.networks.list(filters=selector), node
-    assert not root.exists()
+    yield from module_env(tmp_path_factory.mktemp("envs"), docker_client, nodes=3)
 
 
 def docker_ids(client: docker.DockerClient, context_id: str) -> set[str]:

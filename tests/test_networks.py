@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import docker
 import pytest
@@ -30,22 +28,12 @@ from driver import (
     PolicyError,
     SessionHandle,
 )
+from driver.control.process import wait_for
 from shakedown import labels as L
 from tests.support.agentproc import AgentProcess
 
 pytestmark = pytest.mark.docker
 PORT = 7000
-
-
-def poll(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        threading.Event().wait(interval)
 
 
 def remove_node_networks(dc: docker.DockerClient, node: str) -> None:
@@ -121,18 +109,18 @@ def test_reach_by_name_disconnect_reconnect(client: AgentClient, session: Sessio
     b = session.run(server(busybox_image, uniq("b"), net.name))
     assert net.name in a.ip_addresses and net.name in b.ip_addresses  # spec.network = ours
     assert set(client.inspect_network(net).containers) == {a.id, b.id}
-    poll(lambda: reaches(client, a.id, b.name), 15, "a to reach b by name")
+    wait_for(lambda: reaches(client, a.id, b.name), 15, what="a to reach b by name")
 
     b2 = client.disconnect(net, b)
     assert net.name not in b2.ip_addresses
     assert client.inspect_network(net).containers == (a.id,)
-    poll(lambda: not reaches(client, a.id, b.name), 15, "b to become unreachable")
+    wait_for(lambda: not reaches(client, a.id, b.name), 15, what="b to become unreachable")
     with pytest.raises(FailedPrecondition):
         client.disconnect(net, b)  # not connected any more
 
     b3 = client.connect(net, b.name, aliases=["srv"])
     assert net.name in b3.ip_addresses
-    poll(lambda: reaches(client, a.id, b.name), 15, "b to be reachable again")
+    wait_for(lambda: reaches(client, a.id, b.name), 15, what="b to be reachable again")
     assert reaches(client, a.id, "srv")
     with pytest.raises(FailedPrecondition):
         client.connect(net, b)  # already connected
@@ -173,7 +161,7 @@ def test_reaped_session_loses_its_network(fresh_agent: AgentProcess, busybox_ima
                     return False
                 except docker.errors.NotFound:
                     return True
-            poll(gone, 20, "the expired session's network to be removed")
+            wait_for(gone, 20, what="the expired session's network to be removed")
             assert c.networks(session=short.id) == []
             assert short.id not in {s.id for s in c.sessions()}
     finally:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 from driver.env import Environment
 from driver.env.context import CONTEXT_LABEL
 from shakedown.labels import SESSION_LABEL_PREFIX
+from tests.support.envs import module_env
 
 pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.docker
@@ -47,15 +47,7 @@ def test_plain():
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, busybox_image: str,
         docker_client: docker.DockerClient) -> Iterator[Environment]:
-    from tests.test_context import assert_env_gone
-
-    e = Environment.create(f"t{uuid.uuid4().hex[:8]}", nodes=2,
-                           base=tmp_path_factory.mktemp("envs"))
-    nodes = [c.node for c in e.state.agents()]
-    pids = [p.pid for c in e.state.components.values() if (p := c.managed())]
-    yield e
-    e.destroy()
-    assert_env_gone(docker_client, nodes, pids, e.paths.root)
+    yield from module_env(tmp_path_factory.mktemp("envs"), docker_client, nodes=2)
 
 
 @pytest.fixture()

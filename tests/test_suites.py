@@ -4,7 +4,6 @@ and tested by a pytest subprocess that finds it by name (persistence across proc
 from __future__ import annotations
 
 import json
-import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from driver.env import Environment
 from driver.reports.summary import build_summary
 from driver.suites import known_suites
 from driver.suites.runner import SuiteRun, run_suites
+from tests.support.envs import module_env
 
 pytestmark = pytest.mark.docker
 SUITES = ["authentication", "basic_workflow", "discovery", "error_handling"]
@@ -24,15 +24,7 @@ SUITES = ["authentication", "basic_workflow", "discovery", "error_handling"]
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, busybox_image: str,
         docker_client: docker.DockerClient) -> Iterator[Environment]:
-    from tests.test_context import assert_env_gone
-
-    e = Environment.create(f"t{uuid.uuid4().hex[:8]}", nodes=2,
-                           base=tmp_path_factory.mktemp("envs"))
-    nodes = [c.node for c in e.state.agents()]
-    pids = [p.pid for c in e.state.components.values() if (p := c.managed())]
-    yield e
-    e.destroy()
-    assert_env_gone(docker_client, nodes, pids, e.paths.root)
+    yield from module_env(tmp_path_factory.mktemp("envs"), docker_client, nodes=2)
 
 
 def run(env: Environment, reports: Path, **kwargs: object) -> SuiteRun:

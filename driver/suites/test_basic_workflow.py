@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 import pytest
 
 from driver.client import AgentClient
+from driver.control.process import wait_for
 from driver.env.context import TestContext
 from driver.types import ContainerSpec
 from shakedown.errors import NotFound
@@ -17,17 +16,6 @@ from shakedown.errors import NotFound
 pytestmark = [pytest.mark.shakedown, pytest.mark.suite("basic_workflow")]
 T = TypeVar("T")
 DEADLINE_S = 20.0  # generous for a loaded CI engine; polls return as soon as ready
-
-
-def poll(predicate: Callable[[], T], what: str, timeout: float = DEADLINE_S) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_node_info_is_sane(agents: dict[str, AgentClient], shakedown_node: str) -> None:
@@ -50,7 +38,8 @@ def test_container_lifecycle(ctx: TestContext, shakedown_node: str,
     assert c.running and c.node == shakedown_node
     assert {k: c.labels.get(k) for k in ctx.labels} == ctx.labels
 
-    poll(lambda: "ready" in agent.logs(c).text(), "the container's first log line")
+    wait_for(lambda: "ready" in agent.logs(c).text(), DEADLINE_S,
+             what="the container's first log line")
 
     result = agent.exec(c, ["sh", "-c", "echo out; echo err >&2; exit 3"])
     assert (result.exit_code, result.output.strip(), result.stderr.strip()) == (3, "out", b"err")

@@ -11,24 +11,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from driver.control.process import wait_for
 from shakedown import keyring
 from shakedown.pkilayout import PkiDir
 
-
-def wait_for(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):  # type: ignore[no-untyped-def]
-    """Poll until predicate() is truthy; returns its value or raises TimeoutError."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {what}")
-        time.sleep(interval)
+__all__ = ["AgentProcess", "PkiFixture", "make_pki", "wait_for"]
 
 
 @dataclass
