@@ -122,3 +122,15 @@ def private_dns(tmp_path: Path):  # type: ignore[no-untyped-def]
     stack = start_dns_stack(tmp_path / "dns")
     yield stack
     stack.stop()
+
+
+@pytest.fixture()
+def node(docker_client: docker.DockerClient, busybox_image: str) -> Iterator[str]:
+    """A node name of this test alone: only its containers and networks carry the label."""
+    name = f"t{RUN_ID}-{uuid.uuid4().hex[:6]}"
+    yield name
+    selector = {"label": f"io.shakedown.node={name}"}
+    for c in docker_client.containers.list(all=True, filters=selector):
+        c.remove(force=True, v=True)
+    for n in docker_client.networks.list(filters=selector):
+        n.remove()

@@ -28,32 +28,14 @@ from shakedown.errors import (
     NotFound,
     Unavailable,
 )
-from tests.support.images import ensure_busybox_image
 
 pytestmark = pytest.mark.docker
 T = TypeVar("T")
 SLEEP = ["sleep", "300"]
 
 
-@pytest.fixture(scope="module")
-def dclient() -> Iterator[docker.DockerClient]:
-    client = docker.from_env()
-    ensure_busybox_image(client)
-    yield client
-    client.close()
-
-
 @pytest.fixture
-def node(dclient: docker.DockerClient) -> Iterator[str]:
-    name = f"test-{uuid.uuid4().hex[:8]}"
-    yield name
-    # Only this test's containers carry this node label.
-    for c in dclient.containers.list(all=True, filters={"label": f"{L.NODE}={name}"}):
-        c.remove(force=True, v=True)
-
-
-@pytest.fixture
-def foreign(dclient: docker.DockerClient) -> Iterator[list[Any]]:
+def foreign(docker_client: docker.DockerClient) -> Iterator[list[Any]]:
     """Containers made with the SDK, not the agent; removed by id."""
     made: list[Any] = []
     yield made
@@ -202,12 +184,12 @@ def test_create_errors(node: str) -> None:
     run(body, node)
 
 
-def test_unmanaged_containers_are_invisible(node: str, dclient: docker.DockerClient,
+def test_unmanaged_containers_are_invisible(node: str, docker_client: docker.DockerClient,
                                             foreign: list[Any]) -> None:
-    plain = dclient.containers.run("shakedown/busybox:test", SLEEP, detach=True,
+    plain = docker_client.containers.run("shakedown/busybox:test", SLEEP, detach=True,
                                    labels={"test-owner": node})
     foreign.append(plain)
-    other_node = dclient.containers.run("shakedown/busybox:test", SLEEP, detach=True, labels={
+    other_node = docker_client.containers.run("shakedown/busybox:test", SLEEP, detach=True, labels={
         L.MANAGED_BY: L.MANAGED_BY_VALUE, L.NODE: node + "-other", L.SESSION: "s-000000000000"})
     foreign.append(other_node)
 
@@ -230,8 +212,8 @@ def test_unmanaged_containers_are_invisible(node: str, dclient: docker.DockerCli
     assert plain.status == other_node.status == "running"  # untouched
 
 
-def test_adoption(node: str, dclient: docker.DockerClient, foreign: list[Any]) -> None:
-    adopted = dclient.containers.run("shakedown/busybox:test", SLEEP, detach=True,
+def test_adoption(node: str, docker_client: docker.DockerClient, foreign: list[Any]) -> None:
+    adopted = docker_client.containers.run("shakedown/busybox:test", SLEEP, detach=True,
                                      labels={"persys.managed": "true", "test-owner": node})
     foreign.append(adopted)
 
@@ -349,13 +331,13 @@ def test_service_glue(node: str) -> None:
     run(body, node)
 
 
-def test_name_reuse_never_reaches_a_foreign_container(node: str, dclient: docker.DockerClient,
+def test_name_reuse_never_reaches_a_foreign_container(node: str, docker_client: docker.DockerClient,
                                                       foreign: list[Any]) -> None:
     name = f"{node}-reused"
 
     async def body(rt: DockerRuntime) -> None:
         first = await rt.create(session(), spec(name=name))
-        dclient.containers.get(first.id).remove(force=True)  # out of band
+        docker_client.containers.get(first.id).remove(force=True)  # out of band
         # Same name, now a managed container made by another agent process: found afresh.
         other = DockerRuntime(node)
         try:
@@ -363,9 +345,9 @@ def test_name_reuse_never_reaches_a_foreign_container(node: str, dclient: docker
         finally:
             other.close()
         assert (await rt.inspect(name)).id == second.id
-        dclient.containers.get(second.id).remove(force=True)
+        docker_client.containers.get(second.id).remove(force=True)
         # Same name, now someone else's container: invisible, and left alone.
-        plain = dclient.containers.create("shakedown/busybox:test", SLEEP, name=name)
+        plain = docker_client.containers.create("shakedown/busybox:test", SLEEP, name=name)
         foreign.append(plain)
         for op in (rt.inspect, rt.start, rt.remove):
             with pytest.raises(NotFound):

@@ -4,40 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import docker
 import pytest
 
 from agent.identity import Caller
 from agent.runtime import DockerRuntime
 from agent.sessions import SessionManager
-from shakedown import labels as L
 from shakedown.agent.v1 import agent_pb2 as pb
 from shakedown.errors import AlreadyExists, NotFound, PolicyError
-from tests.support.images import ensure_busybox_image
 
 pytestmark = pytest.mark.docker
 OWNER = Caller("alice", "admin")
 SPEC = pb.ContainerSpec(image="shakedown/busybox:test", command=["sleep", "300"])
-
-
-@pytest.fixture(scope="module")
-def dclient() -> Iterator[docker.DockerClient]:
-    client = docker.from_env()
-    ensure_busybox_image(client)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def node(dclient: docker.DockerClient) -> Iterator[str]:
-    name = f"test-{uuid.uuid4().hex[:8]}"
-    yield name
-    for c in dclient.containers.list(all=True, filters={"label": f"{L.NODE}={name}"}):
-        c.remove(force=True, v=True)
 
 
 class Clock:
