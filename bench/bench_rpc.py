@@ -41,9 +41,10 @@ from common import (
     parser,
     ratio,
     running_agent,
-    wait_for,
     workdir,
 )
+
+from driver.control.process import wait_for  # importable once `common` set sys.path
 
 SERVICE = "shakedown.agent.v1.Agent"
 METHOD = f"/{SERVICE}/GetNodeInfo"
