@@ -13,6 +13,11 @@ import time
 from typing import Any
 
 
+# Attributes every LogRecord has; anything else was passed through `extra=`.
+_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message", "asctime", "taskName"}
+
+
 class JsonFormatter(logging.Formatter):
     def __init__(self, node: str = "") -> None:
         super().__init__()
@@ -28,6 +33,9 @@ class JsonFormatter(logging.Formatter):
         }
         if self.node:
             doc["node"] = self.node
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and key != "fields":
+                doc[key] = value
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             doc.update(fields)
