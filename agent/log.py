@@ -12,7 +12,6 @@ import sys
 import time
 from typing import Any
 
-
 # Attributes every LogRecord has; anything else was passed through `extra=`.
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
     "message", "asctime", "taskName"}
