@@ -34,6 +34,13 @@ def _principal() -> str:
     return caller.principal if caller else ""
 
 
+def _grace(request: pb.StopContainerRequest | pb.RestartContainerRequest) -> int | None:
+    """The optional stop timeout; unset means the engine's default (10 s)."""
+    if not request.HasField("timeout_seconds"):
+        return None
+    return policy.timeout_seconds(request.timeout_seconds)
+
+
 class AgentService(agent_pb2_grpc.AgentServicer):
     def __init__(self, config: AgentConfig, runtime: DockerRuntime, sessions: SessionManager,
                  version: str) -> None:
@@ -82,10 +89,8 @@ class AgentService(agent_pb2_grpc.AgentServicer):
 
     async def StopContainer(self, request: pb.StopContainerRequest,
                             context: _Ctx) -> pb.Container:
-        ref = policy.container_ref(request.container)
-        timeout = (policy.timeout_seconds(request.timeout_seconds)
-                   if request.HasField("timeout_seconds") else None)
-        return await self.runtime.stop(ref, timeout)
+        return await self.runtime.stop(policy.container_ref(request.container),
+                                       _grace(request))
 
     async def KillContainer(self, request: pb.KillContainerRequest,
                             context: _Ctx) -> pb.Container:
@@ -102,10 +107,8 @@ class AgentService(agent_pb2_grpc.AgentServicer):
 
     async def RestartContainer(self, request: pb.RestartContainerRequest,
                                context: _Ctx) -> pb.Container:
-        ref = policy.container_ref(request.container)
-        timeout = (policy.timeout_seconds(request.timeout_seconds)
-                   if request.HasField("timeout_seconds") else None)
-        return await self.runtime.restart(ref, timeout)
+        return await self.runtime.restart(policy.container_ref(request.container),
+                                          _grace(request))
 
     async def RemoveContainer(self, request: pb.RemoveContainerRequest,
                               context: _Ctx) -> pb.RemoveContainerResponse:
