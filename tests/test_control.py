@@ -235,3 +235,16 @@ def test_ttls_without_cache_and_change_visibility(stack: DnsStack, tmp_path: Pat
 def test_stack_is_serving(stack: DnsStack) -> None:
     assert stack.zone == ZONE
     assert stack.coredns.ready() and stack.coredns.healthy() and stack.etcd.healthy()
+
+
+def test_wait_ready_stops_a_process_that_never_gets_ready(tmp_path: Path) -> None:
+    proc = spawn("stuck", ["sleep", "30"], tmp_path / "stuck.log", detach=False)
+    with pytest.raises(TimeoutError):
+        proc.wait_ready(lambda: False, 0.3, "a readiness that never comes")
+    assert not proc.alive()
+
+
+def test_wait_ready_fails_fast_when_the_process_exits(tmp_path: Path) -> None:
+    proc = spawn("quits", ["sh", "-c", "echo boom; exit 3"], tmp_path / "quits.log", detach=False)
+    with pytest.raises(RuntimeError, match="quits exited during start"):
+        proc.wait_ready(lambda: False, 10, "a readiness that never comes")

@@ -28,6 +28,7 @@ from shakedown.errors import (
     NotFound,
     Unavailable,
 )
+from tests.support.aio import until
 
 pytestmark = pytest.mark.docker
 T = TypeVar("T")
@@ -61,15 +62,6 @@ def run(fn: Callable[[DockerRuntime], Awaitable[T]], node: str, adopt: tuple[str
         finally:
             rt.close()
     return asyncio.run(main())
-
-
-async def until(check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not met before the deadline")
 
 
 def test_lifecycle(node: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from agent.runtime import DockerRuntime
 from agent.sessions import SessionManager
 from shakedown.agent.v1 import agent_pb2 as pb
 from shakedown.errors import AlreadyExists, NotFound, PolicyError
+from tests.support.aio import until
 
 pytestmark = pytest.mark.docker
 OWNER = Caller("alice", "admin")
@@ -26,15 +26,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-async def until(check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not met before the deadline")
 
 
 def test_expired_session_is_reaped_persistent_survives(node: str, tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from driver.control.process import ManagedProcess, free_port, spawn, wait_for
+from driver.control.process import ManagedProcess, free_port, spawn
 
 HOST = "127.0.0.1"
 DEFAULT_CACHE_TTL = 5
@@ -179,16 +179,7 @@ class CoreDNSServer:
             proc, tuple(_fqdn(z) for z in zones), dns_port, health_port, ready_port, corefile
         )
 
-        def ready() -> bool:
-            if not proc.alive():
-                raise RuntimeError(f"coredns exited during start:\n{proc.log_tail()}")
-            return server.ready()
-
-        try:
-            wait_for(ready, timeout, what=f"coredns to be ready on {HOST}:{ready_port}")
-        except BaseException:
-            server.stop()
-            raise
+        proc.wait_ready(server.ready, timeout, f"coredns to be ready on {HOST}:{ready_port}")
         return server
 
     def _get_ok(self, port: int, path: str) -> bool:

@@ -14,7 +14,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from driver.control.process import ManagedProcess, free_port, spawn, wait_for
+from driver.control.process import ManagedProcess, free_port, spawn
 
 HOST = "127.0.0.1"
 
@@ -75,16 +75,7 @@ class EtcdServer:
         proc = spawn(f"etcd-{name}", argv, log_path, detach=detach)
         server = cls(proc, name, client_port, peer_port, data_dir)
 
-        def ready() -> bool:
-            if not proc.alive():
-                raise RuntimeError(f"etcd {name} exited during start:\n{proc.log_tail()}")
-            return server.healthy()
-
-        try:
-            wait_for(ready, timeout, what=f"etcd {name} to be healthy at {client_url}")
-        except BaseException:
-            server.stop()
-            raise
+        proc.wait_ready(server.healthy, timeout, f"etcd {name} to be healthy at {client_url}")
         return server
 
     def _get_json(self, path: str, timeout: float = 2.0) -> dict[str, object]:

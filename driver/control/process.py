@@ -48,6 +48,21 @@ class ManagedProcess:
         # The whole argv, not argv[0]: every agent is `python -m agent ...`.
         return stop(self.pid, self.argv, timeout=timeout, sig=sig)
 
+    def wait_ready(self, ready: Callable[[], bool], timeout: float, what: str) -> None:
+        """Poll ready() until true. Fails at once if the process exits, and stops it
+        when it never gets ready, so a failed start leaves nothing running."""
+
+        def check() -> bool:
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited during start:\n{self.log_tail()}")
+            return ready()
+
+        try:
+            wait_for(check, timeout, what=what)
+        except BaseException:
+            self.stop()
+            raise
+
     def log_tail(self, limit: int = 4000) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-limit:]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from driver.control.coredns import CoreDNSServer, find_coredns_binary
 from driver.control.etcd import EtcdServer
-from driver.control.process import ManagedProcess, free_port, spawn, wait_for
+from driver.control.process import ManagedProcess, free_port, spawn
 from driver.env.state import Component, EnvError, EnvPaths, EnvState
 from driver.inventory import NodeConfig, write_inventory
 from driver.pki import init_pki
@@ -123,15 +123,11 @@ def _start_agent(paths: EnvPaths, state: EnvState, comp: Component) -> ManagedPr
     }
     proc = spawn(comp.name, argv, paths.log(comp.name), env=env, detach=True)
 
-    def listening() -> bool:
-        if not proc.alive():
-            raise EnvError(
-                f"agent {comp.node} exited during start: "
-                f"{_last_line(proc.log_tail())} (see {paths.log(comp.name)})"
-            )
-        return port_file.exists()
-
-    wait_for(listening, 30, what=f"agent {comp.node} to listen")
+    try:
+        proc.wait_ready(port_file.exists, 30, f"agent {comp.node} to listen")
+    except RuntimeError:
+        raise EnvError(f"agent {comp.node} exited during start: "
+                       f"{_last_line(proc.log_tail())} (see {paths.log(comp.name)})") from None
     return proc
 
 
