@@ -134,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DOMAIN")
     opt("register-host", "address to advertise (default: the --listen host)", metavar="HOST")
     opt("register-ttl", "registration lease TTL in seconds", default="10", metavar="SECONDS")
+    opt("max-long-calls-per-principal", "concurrent long-running calls (logs follow, wait, "
+        "exec, stop, restart) one principal may have; more get RESOURCE_EXHAUSTED",
+        default="16", metavar="N")
     return p
 
 
@@ -242,6 +245,8 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         port_file=Path(args.port_file) if args.port_file else None,
         log_level=str(args.log_level).lower(),
         registration=registration,
+        max_long_calls_per_principal=int(_number(
+            args, "max_long_calls_per_principal", "max-long-calls-per-principal", 1, 4096)),
     )
 
 

@@ -46,3 +46,5 @@ class AgentConfig:
     log_level: str = "info"
     # Register this agent in discovery (CoreDNS via etcd) while it serves.
     registration: RegistrationConfig | None = None
+    # Fairness (agent/limits.py): concurrent long-running calls per principal.
+    max_long_calls_per_principal: int = 16

@@ -16,12 +16,14 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import docker
 import requests
 
 from agent import nodeinfo
+from agent.claim import INSTANCE
 from agent.convert import Demuxer, create_kwargs, explain, summary_to_pb, to_pb, translate
 from agent.events import EventHub
 from agent.networks import Networks
@@ -36,25 +38,41 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 STREAM_WORKERS = 64  # long waits: logs --follow, wait, exec
+READ_WORKERS = 16  # inspect and list: reads never queue behind slow writes
+REAPER_WORKERS = 4  # the reaper's own: callers cannot take them
+PULL_WORKERS = 4  # image pulls: slow, so bounded apart from the lifecycle calls
+# Set in the reaper task: every engine call it makes (here and in networks.py)
+# runs on the reaper's pool.
+REAPING: ContextVar[bool] = ContextVar("shakedown_reaping", default=False)
 EXEC_OUTPUT_CAP = 1536 * 1024  # per stream; keeps an ExecResponse under gRPC's 4 MiB default
 WAIT_SLICE = 5.0  # a blocking wait re-checks cancellation this often
 _NOT_MANAGED = "not found or not managed by this agent"
 
 
+class _ImageMissing(Exception):
+    """create found no image: pull it (on the pull pool), then create again."""
+
+
 class DockerRuntime:
     def __init__(self, node: str, adopt: Sequence[str] = (), *, docker_host: str | None = None,
-                 client: docker.DockerClient | None = None, max_workers: int = 32) -> None:
+                 client: docker.DockerClient | None = None, max_workers: int = 32,
+                 instance: str = "") -> None:
         self.node = node
+        self.instance = instance
         self.owner = Ownership(node, adopt)
         self.adopt: list[Selector] = self.owner.adopt
-        pool_size = max_workers + STREAM_WORKERS + 4
+        pool_size = (max_workers + STREAM_WORKERS + READ_WORKERS + REAPER_WORKERS
+                     + PULL_WORKERS + 4)
         if client is None:
             client = (docker.DockerClient(base_url=docker_host, max_pool_size=pool_size)
                       if docker_host else docker.from_env(max_pool_size=pool_size))
         self.client = client
         self.api = client.api
-        self._pool = ThreadPoolExecutor(max_workers, thread_name_prefix="docker")
+        self._writes = ThreadPoolExecutor(max_workers, thread_name_prefix="docker")
         self._streams = ThreadPoolExecutor(STREAM_WORKERS, thread_name_prefix="docker-stream")
+        self._reads = ThreadPoolExecutor(READ_WORKERS, thread_name_prefix="docker-read")
+        self._reaper = ThreadPoolExecutor(REAPER_WORKERS, thread_name_prefix="docker-reaper")
+        self._pulls = ThreadPoolExecutor(PULL_WORKERS, thread_name_prefix="docker-pull")
         # ref (full id or name) -> (full id, managed); labels are immutable, so this
         # only saves the ownership inspect; a stale entry just yields a 404 → NotFound.
         self._known: OrderedDict[str, tuple[str, bool]] = OrderedDict()
@@ -66,9 +84,16 @@ class DockerRuntime:
 
     # ------------------------------------------------------------ plumbing
 
+    @property
+    def _pool(self) -> ThreadPoolExecutor:
+        """The pool for engine writes; the reaper's own while reaping."""
+        return self._reaper if REAPING.get() else self._writes
+
     async def _run(self, fn: Callable[..., T], *args: Any, field: str = "container",
                    pool: ThreadPoolExecutor | None = None) -> T:
         loop = asyncio.get_running_loop()
+        if REAPING.get():
+            pool = self._reaper
         try:
             return await loop.run_in_executor(pool or self._pool, functools.partial(fn, *args))
         except Exception as exc:
@@ -133,23 +158,36 @@ class DockerRuntime:
 
     async def create(self, session: SessionInfo, spec: pb.ContainerSpec,
                      start: bool = False) -> pb.Container:
-        return await self._run(self._create, session, spec, start, field="spec")
+        # Pulls run on their own bounded pool, never holding a lifecycle thread.
+        if spec.pull_policy == pb.PULL_POLICY_ALWAYS:
+            await self.pull(spec.image)
+        try:
+            return await self._run(self._create, session, spec, start, field="spec")
+        except _ImageMissing:
+            await self.pull(spec.image)
+        try:
+            return await self._run(self._create, session, spec, start, field="spec")
+        except _ImageMissing:
+            raise NotFound(f"image {spec.image!r} is still missing after the pull",
+                           field="spec.image") from None
+
+    async def pull(self, image: str) -> None:
+        await self._run(self._pull, image, field="spec.image", pool=self._pulls)
 
     def _create(self, session: SessionInfo, spec: pb.ContainerSpec, start: bool) -> pb.Container:
         labels = dict(spec.labels)
         labels.update(session_labels(session))
         labels.update(self.owner.managed_labels())
+        if self.instance:
+            labels[INSTANCE] = self.instance  # which agent instance made it (claim.py)
         kwargs = create_kwargs(self.api, spec, labels)
-        if spec.pull_policy == pb.PULL_POLICY_ALWAYS:
-            self._pull(spec.image)
         try:
             cid = self.api.create_container(**kwargs)["Id"]
         except docker.errors.ImageNotFound:
             if spec.pull_policy == pb.PULL_POLICY_NEVER:
                 raise NotFound(f"image {spec.image!r} is not present on this node and "
                                "pull_policy is NEVER", field="spec.image") from None
-            self._pull(spec.image)
-            cid = self.api.create_container(**kwargs)["Id"]
+            raise _ImageMissing(spec.image) from None
         except docker.errors.NotFound as exc:
             where = "spec.network" if "network" in explain(exc) else "spec"
             raise NotFound(explain(exc), field=where) from None
@@ -207,7 +245,7 @@ class DockerRuntime:
 
     async def inspect(self, ref: str) -> pb.Container:
         return await self._run(self._on, ref, lambda cid, attrs: to_pb(
-            attrs or self.api.inspect_container(cid), self.owner))
+            attrs or self.api.inspect_container(cid), self.owner), pool=self._reads)
 
     async def remove(self, ref: str, force: bool = False, volumes: bool = False) -> str:
         def run(cid: str, _: dict[str, Any] | None) -> str:
@@ -221,7 +259,7 @@ class DockerRuntime:
     async def list_containers(self, selector: Selector | None = None, all: bool = False,
                               session_id: str = "") -> list[pb.Container]:
         return [summary_to_pb(c, self.owner) for c in await self._run(
-            self._list, list(selector or ()), all, session_id)]
+            self._list, list(selector or ()), all, session_id, pool=self._reads)]
 
     def _list(self, selector: Selector, all: bool, session_id: str) -> list[dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
@@ -395,7 +433,7 @@ class DockerRuntime:
 
     def close(self) -> None:
         self.hub.close()
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        self._streams.shutdown(wait=False, cancel_futures=True)
+        for pool in (self._writes, self._streams, self._reads, self._reaper, self._pulls):
+            pool.shutdown(wait=False, cancel_futures=True)
         with contextlib.suppress(Exception):
             self.client.close()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
+import socket
 from pathlib import Path
 
 import grpc
@@ -15,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 
 from agent import __version__
 from agent.auth import AGENT_SERVICE, Authenticator
+from agent.claim import EngineClaim, instance_id
 from agent.config import AgentConfig
 from agent.guard import Guard
 from agent.registration import Registrar
@@ -31,7 +34,32 @@ SERVER_OPTIONS = [
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.keepalive_permit_without_calls", 1),
+    # gRPC turns SO_REUSEPORT on by default: a second agent on a port in use would
+    # share it and "listen". Off, a port in use fails the start.
+    ("grpc.so_reuseport", 0),
 ]
+
+
+def _bind_error(listen: str) -> OSError:
+    """Why ``listen`` could not be bound, in words (gRPC only says it failed)."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((host, int(port)))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return OSError(errno.EADDRINUSE, f"--listen {listen}: address in use (port {port})")
+        return OSError(exc.errno, f"--listen {listen}: cannot bind: {exc.strerror}")
+    return OSError(f"--listen {listen}: cannot bind")
+
+
+def _advertised(listen: str, port: int, registered: str | None) -> str:
+    host = registered or listen.rpartition(":")[0].strip("[]")
+    if host in ("", "0.0.0.0", "::"):
+        host = socket.gethostname()
+    return f"{host}:{port}"
 
 
 def _write_port_file(path: Path, port: int) -> None:
@@ -50,7 +78,10 @@ class AgentServer:
             config.principals_file,
             max_skew=config.max_clock_skew,
         )
-        self.runtime = DockerRuntime(config.name, config.adopt, docker_host=config.docker_host)
+        self.instance = instance_id(config.state_dir)
+        self.runtime = DockerRuntime(config.name, config.adopt, docker_host=config.docker_host,
+                                     instance=self.instance)
+        self.claim: EngineClaim | None = None
         self.sessions = SessionManager(
             self.runtime,
             default_ttl=config.default_session_ttl,
@@ -77,9 +108,20 @@ class AgentServer:
         self.registrar: Registrar | None = None
 
     async def start(self) -> int:
-        self.port = self.server.add_secure_port(self.config.listen, self.certs.server_credentials())
+        try:
+            self.port = self.server.add_secure_port(self.config.listen,
+                                                    self.certs.server_credentials())
+        except RuntimeError:  # grpcio >= 1.60 raises instead of returning 0
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"--listen {self.config.listen}: cannot bind")
+            raise _bind_error(self.config.listen)
+        # Hold this name on the engine before recovering its sessions: recovery and
+        # reaping are only safe while no other live instance uses the name.
+        reg = self.config.registration
+        self.claim = EngineClaim(self.runtime.api, self.config.name, self.instance,
+                                 _advertised(self.config.listen, self.port,
+                                             reg.host if reg else None))
+        await asyncio.to_thread(self.claim.acquire)
         await self.sessions.start()
         await self.server.start()
         for service in ("", AGENT_SERVICE):
@@ -95,6 +137,7 @@ class AgentServer:
             extra={
                 "fields": {
                     "address": f"{host}:{self.port}",
+                    "instance": self.instance,
                     "version": __version__,
                     "principals": sorted(self.auth.principals()),
                     "adopt": list(self.config.adopt),
@@ -110,6 +153,9 @@ class AgentServer:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.config.grace_period)
         await self.sessions.stop()
+        if self.claim is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.claim.release)
         self.runtime.close()
         log.info("stopped")
 

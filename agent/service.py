@@ -7,12 +7,14 @@ once its subscription is live.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 from agent import policy
 from agent.config import AgentConfig
 from agent.identity import Caller, current_caller
+from agent.limits import CallLimits
 from agent.runtime import DockerRuntime
 from agent.sessions import SessionManager
 from shakedown.agent.v1 import agent_pb2 as pb
@@ -48,6 +50,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         self.runtime = runtime
         self.sessions = sessions
         self.version = version
+        self.limits = CallLimits(config.max_long_calls_per_principal)
 
     # ------------------------------------------------------------ node
 
@@ -89,8 +92,9 @@ class AgentService(agent_pb2_grpc.AgentServicer):
 
     async def StopContainer(self, request: pb.StopContainerRequest,
                             context: _Ctx) -> pb.Container:
-        return await self.runtime.stop(policy.container_ref(request.container),
-                                       _grace(request))
+        ref, grace = policy.container_ref(request.container), _grace(request)
+        with self.limits.hold(_principal(), "StopContainer"):
+            return await self.runtime.stop(ref, grace)
 
     async def KillContainer(self, request: pb.KillContainerRequest,
                             context: _Ctx) -> pb.Container:
@@ -107,8 +111,9 @@ class AgentService(agent_pb2_grpc.AgentServicer):
 
     async def RestartContainer(self, request: pb.RestartContainerRequest,
                                context: _Ctx) -> pb.Container:
-        return await self.runtime.restart(policy.container_ref(request.container),
-                                          _grace(request))
+        ref, grace = policy.container_ref(request.container), _grace(request)
+        with self.limits.hold(_principal(), "RestartContainer"):
+            return await self.runtime.restart(ref, grace)
 
     async def RemoveContainer(self, request: pb.RemoveContainerRequest,
                               context: _Ctx) -> pb.RemoveContainerResponse:
@@ -132,7 +137,8 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                             context: _Ctx) -> pb.WaitContainerResponse:
         ref = policy.container_ref(request.container)
         timeout = policy.timeout_seconds(request.timeout_seconds)
-        code, error = await self.runtime.wait(ref, timeout)
+        with self.limits.hold(_principal(), "WaitContainer"):
+            code, error = await self.runtime.wait(ref, timeout)
         return pb.WaitContainerResponse(exit_code=code, error=error)
 
     async def Logs(self, request: pb.LogsRequest, context: _Ctx) -> AsyncIterator[pb.LogChunk]:
@@ -140,15 +146,17 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         if request.tail < 0:
             raise InvalidArgument("tail must not be negative", field="tail")
         since = request.since.ToNanoseconds() / 1e9 if request.HasField("since") else 0.0
-        stream = self.runtime.logs(ref, follow=request.follow, stdout=request.stdout,
-                                   stderr=request.stderr, tail=request.tail, since=since,
-                                   timestamps=request.timestamps)
-        try:
-            async for which, data in stream:
-                yield pb.LogChunk(stream=pb.LogChunk.STREAM_STDERR if which == 2
-                                  else pb.LogChunk.STREAM_STDOUT, data=data)
-        finally:
-            await stream.aclose()
+        with self.limits.hold(_principal(), "Logs(follow)") if request.follow \
+                else contextlib.nullcontext():
+            stream = self.runtime.logs(ref, follow=request.follow, stdout=request.stdout,
+                                       stderr=request.stderr, tail=request.tail, since=since,
+                                       timestamps=request.timestamps)
+            try:
+                async for which, data in stream:
+                    yield pb.LogChunk(stream=pb.LogChunk.STREAM_STDERR if which == 2
+                                      else pb.LogChunk.STREAM_STDOUT, data=data)
+            finally:
+                await stream.aclose()
 
     async def Exec(self, request: pb.ExecRequest, context: _Ctx) -> pb.ExecResponse:
         ref = policy.container_ref(request.container)
@@ -161,8 +169,10 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         if request.user:
             policy.user(request.user, "user")
         timeout = policy.timeout_seconds(request.timeout_seconds)
-        code, out, err = await self.runtime.exec(ref, list(request.command), dict(request.env),
-                                                 request.working_dir, request.user, timeout)
+        with self.limits.hold(_principal(), "Exec"):
+            code, out, err = await self.runtime.exec(ref, list(request.command),
+                                                     dict(request.env), request.working_dir,
+                                                     request.user, timeout)
         return pb.ExecResponse(exit_code=code, stdout=out, stderr=err)
 
     async def Events(self, request: pb.EventsRequest, context: _Ctx) -> AsyncIterator[pb.Event]:

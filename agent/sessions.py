@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.identity import Caller
-from agent.runtime import DockerRuntime, SessionInfo
+from agent.runtime import REAPING, DockerRuntime, SessionInfo
 from shakedown.agent.v1 import agent_pb2 as pb
 from shakedown.errors import AlreadyExists, FailedPrecondition, NotFound, PolicyError
 
@@ -174,6 +174,7 @@ class SessionManager:
             await asyncio.to_thread(self._write_heartbeat, self.clock())
 
     async def _reaper(self) -> None:
+        REAPING.set(True)  # this task's engine calls use the reaper's own threads
         while True:
             await asyncio.sleep(self.reap_interval)
             try:
