@@ -25,9 +25,11 @@ SCRIPTS = {
     "rss": "bench_rss.py",
     "discovery": "bench_discovery.py",
     "context": "bench_context.py",
+    "burst": "bench_burst.py",
 }
 # Generous bounds: a full run of each script takes well under 2 minutes.
-TIMEOUT = {"lifecycle": 300, "rpc": 300, "rss": 200, "discovery": 120, "context": 300}
+TIMEOUT = {"lifecycle": 300, "rpc": 300, "rss": 200, "discovery": 120, "context": 300,
+           "burst": 400}
 
 
 def run_one(name: str, quick: bool) -> tuple[dict[str, Any] | None, float, str]:
