@@ -27,7 +27,8 @@ POLICY_FLAGS = (
     ("allow-host-ipc", "the host IPC namespace"),
     ("allow-cap-add", "added Linux capabilities"),
     ("allow-devices", "host devices"),
-    ("allow-bind-mounts", "bind mounts of host paths"),
+    ("allow-bind-mounts", "bind mounts of host paths (and volumes whose driver options bind one)"),
+    ("allow-public-ports", "published ports on non-loopback addresses (0.0.0.0, ::, ...)"),
 )
 
 
@@ -99,6 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"allow {what} (refused by default) [env {_env(flag)}=1]",
         )
     p.add_argument(
+        "--allow-registry",
+        action="append",
+        default=[r for r in os.environ.get(_env("allow-registry"), "").split(",") if r],
+        metavar="REGISTRY",
+        help="only run images from this registry (docker.io, ghcr.io, localhost:5000); "
+        f"repeatable; default any [env {_env('allow-registry')}=A,B]",
+    )
+    p.add_argument(
         "--adopt",
         action="append",
         default=[],
@@ -162,6 +171,17 @@ def _existing(
     if required and not path.is_file():
         raise ConfigError(f"--{flag} {path}: no such file")
     return path
+
+
+def _registries(values: Sequence[str]) -> tuple[str, ...]:
+    from agent.policy import DOMAIN_RE, normalise_registry
+
+    out = []
+    for value in values:
+        if not DOMAIN_RE.fullmatch(value) and value != "docker.io":
+            raise ConfigError(f"--allow-registry {value!r}: expected a registry host[:port]")
+        out.append(normalise_registry(value))
+    return tuple(dict.fromkeys(out))
 
 
 def config_from_args(args: argparse.Namespace) -> AgentConfig:
@@ -233,7 +253,8 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         crl=crl,
         principals_file=principals_file,
         policy=PolicyConfig(
-            **{f.replace("-", "_"): getattr(args, f.replace("-", "_")) for f, _ in POLICY_FLAGS}
+            **{f.replace("-", "_"): getattr(args, f.replace("-", "_")) for f, _ in POLICY_FLAGS},
+            allow_registries=_registries(args.allow_registry),
         ),
         adopt=tuple(adopt),
         max_clock_skew=_number(args, "max_clock_skew", "max-clock-skew", 1, 3600),

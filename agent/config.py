@@ -19,6 +19,11 @@ class PolicyConfig:
     allow_cap_add: bool = False
     allow_devices: bool = False
     allow_bind_mounts: bool = False
+    # Published ports on a non-loopback host address (0.0.0.0, ::, a LAN address).
+    allow_public_ports: bool = False
+    # Registries images may come from (normalised: "docker.io", "ghcr.io",
+    # "localhost:5000"); empty means any.
+    allow_registries: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -180,7 +180,9 @@ def translate(exc: BaseException, field: str = "container") -> BaseException:
         msg, code = explain(exc), exc.status_code
         if code == 409:
             if "already in use" in msg or "Conflict. The container name" in msg:
-                return AlreadyExists(msg, field="spec.name")
+                # The engine's message names the holder's full id, which may be a
+                # container this caller may not see: say only that the name is taken.
+                return AlreadyExists("name in use on this node", field="spec.name")
             return FailedPrecondition(msg, field=field)
         if code == 400:
             return InvalidArgument(msg, field=field)

@@ -20,11 +20,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import docker
 
+from agent.config import PolicyConfig
 from agent.convert import explain, network_to_pb, to_pb, translate
 from agent.ownership import Selector, SessionInfo, session_from_labels, session_labels
 from shakedown import labels as L
 from shakedown.agent.v1 import agent_pb2 as pb
-from shakedown.errors import AlreadyExists, FailedPrecondition, NotFound
+from shakedown.errors import AlreadyExists, FailedPrecondition, NotFound, PolicyError
 
 if TYPE_CHECKING:
     from agent.runtime import DockerRuntime
@@ -69,6 +70,29 @@ class Networks:
             raise FailedPrecondition(f"network {ref!r} is adopted, not managed by this agent: "
                                      "it is never removed", field="network")
         return dict(attrs)
+
+    def for_spec(self, ref: str, policy: PolicyConfig) -> str:
+        """``spec.network`` under ConnectNetwork's rule plus the default bridge (and
+        "none"): the network's full id, so the engine cannot resolve the reference to
+        another one. A host-driver network by name, id or id prefix needs
+        --allow-host-network (policy.py has checked "host" and "container:" already)."""
+        if ref in ("", "bridge", "none", "default") or ref == "host" \
+                or ref.startswith("container:"):
+            return ref
+        try:
+            attrs = self.api.inspect_network(ref)
+        except docker.errors.NotFound:
+            raise NotFound(f"network {ref!r} {_NOT_MANAGED}", field="spec.network") from None
+        if attrs.get("Driver") == "host" or attrs.get("Name") == "host":
+            if not policy.allow_host_network:
+                raise PolicyError(f"network {ref!r} is the host network, refused by this agent "
+                                  "(operator flag --allow-host-network)", field="spec.network")
+            return "host"
+        if attrs.get("Name") in ("bridge", "none"):
+            return str(attrs["Name"])
+        if not self.rt.owner(attrs.get("Labels"))[0]:
+            raise NotFound(f"network {ref!r} {_NOT_MANAGED}", field="spec.network")
+        return str(attrs["Id"])
 
     # ------------------------------------------------------------ one network
 

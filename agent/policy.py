@@ -16,6 +16,7 @@ import signal
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from agent.config import PolicyConfig
 from shakedown import labels as L
@@ -45,10 +46,14 @@ HOSTNAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?", _A)
 VOLUME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+", _A)
 CAP_RE = re.compile(r"(CAP_)?[A-Z][A-Z_]*|ALL", _A)
 DEVICE_RE = re.compile(r"/[^:\s]*(:/[^:\s]*)?(:[rwm]{1,3})?", _A)
-# The docker image reference grammar (distribution/reference), ASCII only.
+# The docker image reference grammar (distribution/reference), ASCII only. As in
+# the engine, the first component is a registry only when it has a "." or a ":"
+# or is "localhost" (so "UPPER/case" is a malformed repository, not a registry).
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_DOMAIN = rf"{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*(?::[0-9]{{1,5}})?"
+_DOMAIN = (rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})+(?::[0-9]{{1,5}})?"
+           rf"|{_DOMAIN_COMPONENT}:[0-9]{{1,5}}|localhost)")
+DOMAIN_RE = re.compile(_DOMAIN, _A)
 IMAGE_RE = re.compile(
     rf"(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*"
     r"(?::[\w][\w.-]{0,127})?(?:@sha256:[0-9a-f]{64})?",
@@ -201,7 +206,8 @@ def parse_selector(items: Iterable[str],
     return out
 
 
-_RT = re.compile(r"RTM(IN|AX)([+-]\d{1,2})?", _A)
+_RT = re.compile(r"RTM(IN|AX)(?:([+-])(\d{1,2}))?", _A)
+_RT_SPAN = 30  # SIGRTMIN (34) .. SIGRTMAX (64) on Linux: offsets beyond it name no signal
 
 
 def parse_signal(value: str, field: str = "signal", *, default: str = "SIGKILL") -> str:
@@ -220,7 +226,13 @@ def parse_signal(value: str, field: str = "signal", *, default: str = "SIGKILL")
         name = name[3:]
     if name in signal.Signals.__members__ or f"SIG{name}" in signal.Signals.__members__:
         return f"SIG{name}"
-    if _RT.fullmatch(name):
+    rt = _RT.fullmatch(name)
+    if rt:
+        kind, sign, offset = rt.groups()
+        wrong_way = sign == ("-" if kind == "IN" else "+")
+        if offset is not None and (int(offset) > _RT_SPAN or (wrong_way and int(offset))):
+            raise _invalid(field, f"signal {_show(value)} is outside SIGRTMIN..SIGRTMAX "
+                                  f"(RTMIN+0..{_RT_SPAN}, RTMAX-0..{_RT_SPAN})")
         return f"SIG{name}"
     raise _invalid(field, f"unknown signal {_show(value)}")
 
@@ -258,7 +270,8 @@ def validate_spec(spec: pb.ContainerSpec, policy: PolicyConfig,
     check_args(spec.entrypoint, "spec.entrypoint")
     check_env(spec.env, "spec.env")
     validate_labels(spec.labels, "spec.labels")
-    _check_ports(spec.ports)
+    registry_allowed(spec.image, policy)
+    _check_ports(spec.ports, policy)
     _check_resources(spec.resources, limits)
     _check_restart(spec.restart_policy)
     if spec.working_dir:
@@ -306,7 +319,7 @@ def check_env(env: Mapping[str, str], field: str) -> None:
         _check_text(value, where, max_bytes=MAX_ARG_BYTES)
 
 
-def _check_ports(ports: Iterable[pb.PortMapping]) -> None:
+def _check_ports(ports: Iterable[pb.PortMapping], policy: PolicyConfig) -> None:
     items = list(ports)
     if len(items) > MAX_PORTS:
         raise _invalid("spec.ports", f"more than {MAX_PORTS} ports")
@@ -319,12 +332,16 @@ def _check_ports(ports: Iterable[pb.PortMapping]) -> None:
         if port.protocol not in ("", "tcp", "udp", "sctp"):
             raise _invalid(f"{where}.protocol",
                            f"{_show(port.protocol)} is not one of tcp, udp, sctp")
-        if port.host_ip:
+        if port.host_ip:  # "" means 127.0.0.1 (convert.create_kwargs)
             try:
-                ipaddress.ip_address(port.host_ip)
+                address = ipaddress.ip_address(port.host_ip)
             except ValueError:
                 raise _invalid(f"{where}.host_ip",
                                f"{_show(port.host_ip)} is not an IP address") from None
+            if not address.is_loopback and not policy.allow_public_ports:
+                raise PolicyError(f"publishing on {port.host_ip} (beyond loopback) is refused "
+                                  "by this agent (operator flag --allow-public-ports)",
+                                  field=f"{where}.host_ip")
 
 
 def _check_resources(res: pb.Resources, limits: HostLimits) -> None:
@@ -384,6 +401,74 @@ def _check_network(network: str, policy: PolicyConfig) -> None:
                               "(operator flag --allow-host-network)", field="spec.network")
         return
     _match(NAME_RE, network, "spec.network", "network name", 128)
+
+
+# ---------------------------------------------------------------- images
+
+
+def registry_of(image: str) -> str:
+    """The registry an image reference pulls from, as the engine resolves it
+    ("busybox" → "docker.io", "localhost:5000/x:1" → "localhost:5000")."""
+    from docker.auth import resolve_repository_name
+    from docker.utils import parse_repository_tag
+
+    return normalise_registry(resolve_repository_name(parse_repository_tag(image)[0])[0])
+
+
+def normalise_registry(name: str) -> str:
+    name = name.lower().rstrip("/")
+    return "docker.io" if name in ("index.docker.io", "registry-1.docker.io") else name
+
+
+def registry_allowed(image: str, policy: PolicyConfig, field: str = "spec.image") -> None:
+    """With an allow-list, every image must name an allowed registry, present locally
+    or not: the check needs no engine call, so nothing reaches dockerd before it."""
+    if not policy.allow_registries:
+        return
+    try:
+        registry = registry_of(image)
+    except Exception:  # the SDK's parser refuses it: the regex above is the judge
+        raise _invalid(field, f"image reference {_show(image)} is malformed") from None
+    if registry not in policy.allow_registries:
+        raise PolicyError(f"registry {registry!r} of image {_show(image)} is not allowed by "
+                          f"this agent (operator flag --allow-registry; allowed: "
+                          f"{', '.join(policy.allow_registries)})", field=field)
+
+
+# ---------------------------------------------------------------- well-known types
+
+_TS_MIN, _TS_MAX = -62135596800, 253402300799  # 0001-01-01 .. 9999-12-31, as protobuf says
+_DUR_MAX = 315576000000  # +-10,000 years
+
+
+def check_well_known(message: Any, prefix: str = "") -> None:
+    """Every Timestamp and Duration in ``message`` (at any depth) is in protobuf's range,
+    so no handler meets a ValueError from ``ToNanoseconds``/``ToDatetime``."""
+    for fd, value in message.ListFields():
+        if fd.message_type is None:
+            continue
+        where = f"{prefix}{fd.name}"
+        if fd.message_type.GetOptions().map_entry:
+            if fd.message_type.fields_by_name["value"].message_type is not None:
+                for key, item in value.items():
+                    check_well_known(item, f"{where}[{_show(str(key))}].")
+            continue
+        items = list(value) if fd.is_repeated else [value]
+        for i, item in enumerate(items):
+            at = f"{where}[{i}]" if fd.is_repeated else where
+            full = fd.message_type.full_name
+            if full == "google.protobuf.Timestamp":
+                if not _TS_MIN <= item.seconds <= _TS_MAX or not 0 <= item.nanos <= 999_999_999:
+                    raise _invalid(at, f"timestamp {item.seconds}s {item.nanos}ns is outside "
+                                       "0001-01-01..9999-12-31 (nanos 0..999999999)")
+            elif full == "google.protobuf.Duration":
+                mixed = item.seconds and item.nanos and (item.seconds < 0) != (item.nanos < 0)
+                if (not -_DUR_MAX <= item.seconds <= _DUR_MAX
+                        or not -999_999_999 <= item.nanos <= 999_999_999 or mixed):
+                    raise _invalid(at, f"duration {item.seconds}s {item.nanos}ns is out of range "
+                                       "(|seconds| <= 315576000000, nanos of the same sign)")
+            else:
+                check_well_known(item, at + ".")
 
 
 # ---------------------------------------------------------------- networks

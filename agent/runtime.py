@@ -24,15 +24,17 @@ import requests
 
 from agent import nodeinfo
 from agent.claim import INSTANCE
+from agent.config import PolicyConfig
 from agent.convert import Demuxer, create_kwargs, explain, summary_to_pb, to_pb, translate
 from agent.events import EventHub
 from agent.networks import Networks
 from agent.ownership import Ownership, Selector, SessionInfo, session_from_labels, session_labels
 from agent.policy import HostLimits
 from agent.streams import Cancel, close_response, next_chunk
+from agent.volumes import Volumes
 from shakedown import labels as L
 from shakedown.agent.v1 import agent_pb2 as pb
-from shakedown.errors import DeadlineExceeded, InvalidArgument, NotFound, Unavailable
+from shakedown.errors import DeadlineExceeded, ImagePullError, InvalidArgument, NotFound
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -51,6 +53,13 @@ _NOT_MANAGED = "not found or not managed by this agent"
 
 class _ImageMissing(Exception):
     """create found no image: pull it (on the pull pool), then create again."""
+
+
+def _with_network(spec: pb.ContainerSpec, network: str) -> pb.ContainerSpec:
+    out = pb.ContainerSpec()
+    out.CopyFrom(spec)
+    out.network = network
+    return out
 
 
 class DockerRuntime:
@@ -81,6 +90,7 @@ class DockerRuntime:
         self._facts_lock = threading.Lock()
         self.hub = EventHub(self.api, node, self.ownership, self._forget)
         self.networks = Networks(self)
+        self.volumes = Volumes(self)
 
     # ------------------------------------------------------------ plumbing
 
@@ -157,16 +167,17 @@ class DockerRuntime:
     # ------------------------------------------------------------ create
 
     async def create(self, session: SessionInfo, spec: pb.ContainerSpec,
-                     start: bool = False) -> pb.Container:
+                     start: bool = False, policy: PolicyConfig | None = None) -> pb.Container:
+        policy = policy or PolicyConfig()
         # Pulls run on their own bounded pool, never holding a lifecycle thread.
         if spec.pull_policy == pb.PULL_POLICY_ALWAYS:
             await self.pull(spec.image)
         try:
-            return await self._run(self._create, session, spec, start, field="spec")
+            return await self._run(self._create, session, spec, start, policy, field="spec")
         except _ImageMissing:
             await self.pull(spec.image)
         try:
-            return await self._run(self._create, session, spec, start, field="spec")
+            return await self._run(self._create, session, spec, start, policy, field="spec")
         except _ImageMissing:
             raise NotFound(f"image {spec.image!r} is still missing after the pull",
                            field="spec.image") from None
@@ -174,7 +185,13 @@ class DockerRuntime:
     async def pull(self, image: str) -> None:
         await self._run(self._pull, image, field="spec.image", pool=self._pulls)
 
-    def _create(self, session: SessionInfo, spec: pb.ContainerSpec, start: bool) -> pb.Container:
+    def _create(self, session: SessionInfo, spec: pb.ContainerSpec, start: bool,
+                policy: PolicyConfig) -> pb.Container:
+        # Checks that need the engine (policy.validate_spec ran before, without it).
+        network = self.networks.for_spec(spec.network, policy)
+        if network != spec.network:
+            spec = _with_network(spec, network)
+        self.volumes.prepare(session, spec.mounts, policy)
         labels = dict(spec.labels)
         labels.update(session_labels(session))
         labels.update(self.owner.managed_labels())
@@ -209,17 +226,14 @@ class DockerRuntime:
         return to_pb(attrs, self.owner)
 
     def _pull(self, image: str) -> None:
+        """Pull ``image``; any failure is the registry's, so ImagePullError, never Unavailable
+        (which the driver reads as "the agent is unreachable")."""
         try:
             for line in self.api.pull(image, stream=True, decode=True):
                 if isinstance(line, dict) and line.get("error"):
-                    raise Unavailable(f"pulling {image!r} failed: {line['error']}",
-                                      field="spec.image")
-        except docker.errors.NotFound as exc:
-            raise NotFound(f"pulling {image!r} failed: {explain(exc)}",
-                           field="spec.image") from None
+                    raise ImagePullError(f"pulling {image!r} failed: {line['error']}")
         except docker.errors.APIError as exc:
-            raise Unavailable(f"pulling {image!r} failed: {explain(exc)}",
-                              field="spec.image") from None
+            raise ImagePullError(f"pulling {image!r} failed: {explain(exc)}") from None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -283,7 +297,7 @@ class DockerRuntime:
 
         def run() -> int:
             removed = 0
-            for cid in ids:
+            for cid in ids:  # volumes go later (Volumes.remove_session), like networks
                 try:
                     self.api.remove_container(cid, force=True, v=True)
                     removed += 1
@@ -298,8 +312,8 @@ class DockerRuntime:
         return await self._run(run)
 
     async def recover(self) -> list[SessionInfo]:
-        """Sessions as the labels of this node's managed containers (and networks:
-        a session may own only networks) describe them."""
+        """Sessions as the labels of this node's managed containers (and networks and
+        volumes: a session may own only those) describe them."""
         sessions: dict[str, SessionInfo] = {}
         for c in await self._run(self._list, [], True, ""):
             labels = c.get("Labels") or {}
@@ -307,6 +321,8 @@ class DockerRuntime:
             if sid and self.ownership(labels)[1] and sid not in sessions:
                 sessions[sid] = session_from_labels(sid, labels)
         for info in await self.networks.recover():
+            sessions.setdefault(info.id, info)
+        for info in await self._run(self.volumes.recover, field="volume"):
             sessions.setdefault(info.id, info)
         return list(sessions.values())
 

@@ -8,6 +8,8 @@ once its subscription is live.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -70,6 +72,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                 allow_host_pid=p.allow_host_pid, allow_host_ipc=p.allow_host_ipc,
                 allow_cap_add=p.allow_cap_add, allow_devices=p.allow_devices,
                 allow_bind_mounts=p.allow_bind_mounts, adopt_selectors=list(self.config.adopt),
+                allow_public_ports=p.allow_public_ports, allow_registries=list(p.allow_registries),
             ),
             principal=caller.principal if caller else "", role=caller.role if caller else "",
         )
@@ -84,7 +87,8 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         policy.validate_spec(request.spec, self.config.policy,
                              limits=await self.runtime.limits())
         return await self.sessions.create_container(request.session_id, _caller(),
-                                                    request.spec, request.start)
+                                                    request.spec, request.start,
+                                                    self.config.policy)
 
     async def StartContainer(self, request: pb.StartContainerRequest,
                              context: _Ctx) -> pb.Container:
@@ -206,9 +210,10 @@ class AgentService(agent_pb2_grpc.AgentServicer):
 
     async def CloseSession(self, request: pb.CloseSessionRequest,
                            context: _Ctx) -> pb.CloseSessionResponse:
-        containers, networks = await self.sessions.close_counts(
+        containers, networks, volumes = await self.sessions.close_counts(
             policy.session_id(request.session_id), _caller())
-        return pb.CloseSessionResponse(removed_containers=containers, removed_networks=networks)
+        return pb.CloseSessionResponse(removed_containers=containers, removed_networks=networks,
+                                       removed_volumes=volumes)
 
     async def ListSessions(self, request: pb.ListSessionsRequest,
                            context: _Ctx) -> pb.ListSessionsResponse:
@@ -253,3 +258,25 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         ref = policy.network(request.network)
         container = policy.container_ref(request.container)
         return await self.runtime.networks.disconnect(ref, container, request.force)
+
+
+def _checked(handler: Any) -> Any:
+    """``handler`` after every Timestamp/Duration of its request is range-checked."""
+    if inspect.isasyncgenfunction(handler):
+        @functools.wraps(handler)
+        async def stream(self: Any, request: Any, context: _Ctx) -> AsyncIterator[Any]:
+            policy.check_well_known(request)
+            async for item in handler(self, request, context):
+                yield item
+        return stream
+
+    @functools.wraps(handler)
+    async def unary(self: Any, request: Any, context: _Ctx) -> Any:
+        policy.check_well_known(request)
+        return await handler(self, request, context)
+    return unary
+
+
+# Every RPC of the service, so a new message's timestamps are checked without a new line.
+for _method in pb.DESCRIPTOR.services_by_name["Agent"].methods:
+    setattr(AgentService, _method.name, _checked(getattr(AgentService, _method.name)))

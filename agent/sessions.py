@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from agent.config import PolicyConfig
 from agent.identity import Caller
 from agent.runtime import REAPING, DockerRuntime, SessionInfo
 from shakedown.agent.v1 import agent_pb2 as pb
@@ -98,8 +99,8 @@ class SessionManager:
         return (await self.close_counts(session_id, caller))[0]
 
     async def close_counts(self, session_id: str,
-                           caller: Caller | None = None) -> tuple[int, int]:
-        """Close the session; returns (removed containers, removed networks)."""
+                           caller: Caller | None = None) -> tuple[int, int, int]:
+        """Close the session; returns (removed containers, networks, volumes)."""
         rec = self.get(session_id, caller)
         return await self._remove(rec, "closed")
 
@@ -109,9 +110,10 @@ class SessionManager:
     # ------------------------------------------------------------ containers
 
     async def create_container(self, session_id: str, caller: Caller | None,
-                               spec: pb.ContainerSpec, start: bool) -> pb.Container:
+                               spec: pb.ContainerSpec, start: bool,
+                               policy: PolicyConfig | None = None) -> pb.Container:
         rec = self.get(session_id, caller)
-        container = await self.runtime.create(rec, spec, start)
+        container = await self.runtime.create(rec, spec, start, policy)
         if rec.closing or self._sessions.get(rec.id) is not rec:
             # The session went away while the engine was creating: do not leave an orphan.
             with contextlib.suppress(Exception):
@@ -199,21 +201,23 @@ class SessionManager:
             removed += (await self._remove(rec, "expired"))[0]
         return removed
 
-    async def _remove(self, rec: SessionRecord, why: str) -> tuple[int, int]:
-        """Heal, remove the containers, then the networks (an attached one cannot go)."""
+    async def _remove(self, rec: SessionRecord, why: str) -> tuple[int, int, int]:
+        """Heal, remove the containers, then the networks and volumes (in use, they cannot go)."""
         rec.closing = True
         try:
             await self._heal(rec)
             removed = await self.runtime.remove_session(rec.id)
             networks = await self.runtime.networks.remove_session(rec.id)
+            volumes = await asyncio.to_thread(self.runtime.volumes.remove_session, rec.id)
         except Exception:
             rec.closing = False  # keep it: the next tick (or close) retries
             raise
         self._sessions.pop(rec.id, None)
         log.info("session %s", why, extra={"session": rec.id, "principal": rec.principal,
                                            "removed_containers": removed,
-                                           "removed_networks": networks})
-        return removed, networks
+                                           "removed_networks": networks,
+                                           "removed_volumes": volumes})
+        return removed, networks, volumes
 
     async def _heal(self, rec: SessionRecord) -> None:
         # Hook for the nemesis: undo each fault the session injected before its

@@ -256,12 +256,15 @@ class Policy:
     allow_devices: bool = False
     allow_bind_mounts: bool = False
     adopt_selectors: tuple[str, ...] = ()
+    allow_public_ports: bool = False
+    # Registries images may come from; empty means any.
+    allow_registries: tuple[str, ...] = ()
 
     @classmethod
     def from_pb(cls, m: pb.Policy) -> Policy:
         return cls(m.allow_privileged, m.allow_host_network, m.allow_host_pid, m.allow_host_ipc,
                    m.allow_cap_add, m.allow_devices, m.allow_bind_mounts,
-                   tuple(m.adopt_selectors))
+                   tuple(m.adopt_selectors), m.allow_public_ports, tuple(m.allow_registries))
 
 
 @dataclass(frozen=True, slots=True)

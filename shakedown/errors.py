@@ -56,6 +56,21 @@ class FailedPrecondition(ShakedownError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class ImagePullError(FailedPrecondition):
+    """The engine could not pull ``spec.image`` (unknown host, manifest unknown, denied).
+
+    Not UNAVAILABLE: the agent answered, the registry did not. It shares
+    FAILED_PRECONDITION with its base (the image must be pullable first) and is told
+    apart on the wire by its field, ``spec.image``, which no other
+    FAILED_PRECONDITION carries.
+    """
+
+    FIELD = "spec.image"
+
+    def __init__(self, message: str, *, field: str | None = FIELD) -> None:
+        super().__init__(message, field=field)
+
+
 class Aborted(ShakedownError):
     code = grpc.StatusCode.ABORTED
 
@@ -117,6 +132,8 @@ def from_status(
     code: grpc.StatusCode, details: str | None, field: str | None = None
 ) -> ShakedownError:
     cls = BY_CODE.get(code, UnknownError)
+    if cls is FailedPrecondition and field == ImagePullError.FIELD:
+        cls = ImagePullError
     message = details or code.name
     if field and message.startswith(f"{field}: "):
         message = message[len(field) + 2 :]

@@ -24,9 +24,9 @@ from shakedown.errors import (
     AlreadyExists,
     DeadlineExceeded,
     FailedPrecondition,
+    ImagePullError,
     InvalidArgument,
     NotFound,
-    Unavailable,
 )
 from tests.support.aio import until
 
@@ -161,8 +161,9 @@ def test_create_errors(node: str) -> None:
             await rt.create(s, pb.ContainerSpec(image="shakedown/absent:nope",
                                                 pull_policy=pb.PULL_POLICY_NEVER))
         assert never.value.field == "spec.image"
-        # A registry on a closed loopback port: the pull fails fast with the engine's reason.
-        with pytest.raises((NotFound, Unavailable)) as pull:
+        # A registry on a closed loopback port: the pull fails fast with the engine's reason,
+        # as ImagePullError (the agent answered), never Unavailable (a dead agent).
+        with pytest.raises(ImagePullError) as pull:
             await rt.create(s, pb.ContainerSpec(image="localhost:1/absent:nope"))
         assert pull.value.field == "spec.image" and "localhost:1" in str(pull.value)
         with pytest.raises(InvalidArgument) as bad_cmd:

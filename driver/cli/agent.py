@@ -26,6 +26,7 @@ from driver.types import Container, ContainerSpec, PortMapping, parse_size
 from shakedown.errors import (
     AuthError,
     DeadlineExceeded,
+    ImagePullError,
     PolicyError,
     ShakedownError,
     Unavailable,
@@ -94,6 +95,11 @@ _REASONS = (
 )
 
 
+# `agent run`/`create`: the agent answered but could not pull the image (a registry
+# problem, not a dead agent: that one is 1 with "is unreachable").
+EXIT_PULL_FAILED = 3
+
+
 def explain(client: AgentClient, exc: ShakedownError, timeout: float | None = None) -> str:
     """An actionable one-line message naming the agent and what went wrong."""
     who = f"agent {client.describe()}"
@@ -101,6 +107,8 @@ def explain(client: AgentClient, exc: ShakedownError, timeout: float | None = No
         low = exc.reason.lower()
         reason = next((r for needle, r in _REASONS if needle in low), exc.reason)
         return f"{who} is unreachable: {reason}"
+    if isinstance(exc, ImagePullError):
+        return f"{who} could not pull the image: {exc}"
     if isinstance(exc, AuthError):
         return f"{who} rejected our credentials: UNAUTHENTICATED: {exc}"
     if isinstance(exc, PolicyError):
@@ -115,7 +123,8 @@ def _call(args: argparse.Namespace, client: AgentClient, fn: Callable[[], Any]) 
     try:
         return fn()
     except ShakedownError as exc:
-        raise CliError(explain(client, exc, args.timeout), exit_code=1) from None
+        code = EXIT_PULL_FAILED if isinstance(exc, ImagePullError) else 1
+        raise CliError(explain(client, exc, args.timeout), exit_code=code) from None
 
 
 # ---------------------------------------------------------------- output

@@ -131,6 +131,8 @@ class Policy(_message.Message):
     ALLOW_DEVICES_FIELD_NUMBER: _builtins.int
     ALLOW_BIND_MOUNTS_FIELD_NUMBER: _builtins.int
     ADOPT_SELECTORS_FIELD_NUMBER: _builtins.int
+    ALLOW_PUBLIC_PORTS_FIELD_NUMBER: _builtins.int
+    ALLOW_REGISTRIES_FIELD_NUMBER: _builtins.int
     allow_privileged: _builtins.bool
     allow_host_network: _builtins.bool
     allow_host_pid: _builtins.bool
@@ -138,9 +140,15 @@ class Policy(_message.Message):
     allow_cap_add: _builtins.bool
     allow_devices: _builtins.bool
     allow_bind_mounts: _builtins.bool
+    allow_public_ports: _builtins.bool
+    """Published ports on non-loopback addresses."""
     @_builtins.property
     def adopt_selectors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Label selectors (key or key=value) of unmanaged containers the agent may act on."""
+
+    @_builtins.property
+    def allow_registries(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Registries images may come from (normalised, e.g. "docker.io"); empty: any."""
 
     def __init__(
         self,
@@ -153,10 +161,12 @@ class Policy(_message.Message):
         allow_devices: _builtins.bool = ...,
         allow_bind_mounts: _builtins.bool = ...,
         adopt_selectors: _abc.Iterable[_builtins.str] | None = ...,
+        allow_public_ports: _builtins.bool = ...,
+        allow_registries: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["adopt_selectors", b"adopt_selectors", "allow_bind_mounts", b"allow_bind_mounts", "allow_cap_add", b"allow_cap_add", "allow_devices", b"allow_devices", "allow_host_ipc", b"allow_host_ipc", "allow_host_network", b"allow_host_network", "allow_host_pid", b"allow_host_pid", "allow_privileged", b"allow_privileged"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adopt_selectors", b"adopt_selectors", "allow_bind_mounts", b"allow_bind_mounts", "allow_cap_add", b"allow_cap_add", "allow_devices", b"allow_devices", "allow_host_ipc", b"allow_host_ipc", "allow_host_network", b"allow_host_network", "allow_host_pid", b"allow_host_pid", "allow_privileged", b"allow_privileged", "allow_public_ports", b"allow_public_ports", "allow_registries", b"allow_registries"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -242,7 +252,9 @@ class PortMapping(_message.Message):
     protocol: _builtins.str
     """"tcp" (default), "udp" or "sctp"."""
     host_ip: _builtins.str
-    """Defaults to 127.0.0.1: publishing on every interface must be asked for."""
+    """Defaults to 127.0.0.1. A non-loopback address (0.0.0.0, ::) is refused unless
+    the operator allows public ports.
+    """
     def __init__(
         self,
         *,
@@ -335,6 +347,10 @@ class Mount(_message.Message):
     READ_ONLY_FIELD_NUMBER: _builtins.int
     type: Global___Mount.Type.ValueType
     source: _builtins.str
+    """VOLUME: a volume name (created by the agent for the session when missing;
+    an existing one must be the agent's and the caller's, or adopted), or empty
+    for an anonymous volume. BIND: a host path.
+    """
     target: _builtins.str
     read_only: _builtins.bool
     def __init__(
@@ -423,7 +439,9 @@ class ContainerSpec(_message.Message):
     """Optional; the engine picks one when empty."""
     image: _builtins.str
     network: _builtins.str
-    """Network name; "host" is refused unless allowed."""
+    """Network id, id prefix or name: the default bridge, "none", or a network this
+    agent manages or adopts; the host network (by any of those) is refused unless allowed.
+    """
     working_dir: _builtins.str
     user: _builtins.str
     hostname: _builtins.str
@@ -1348,17 +1366,21 @@ class CloseSessionResponse(_message.Message):
 
     REMOVED_CONTAINERS_FIELD_NUMBER: _builtins.int
     REMOVED_NETWORKS_FIELD_NUMBER: _builtins.int
+    REMOVED_VOLUMES_FIELD_NUMBER: _builtins.int
     removed_containers: _builtins.int
     removed_networks: _builtins.int
+    removed_volumes: _builtins.int
+    """Named volumes the session's containers mounted (the agent creates them)."""
     def __init__(
         self,
         *,
         removed_containers: _builtins.int = ...,
         removed_networks: _builtins.int = ...,
+        removed_volumes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["removed_containers", b"removed_containers", "removed_networks", b"removed_networks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["removed_containers", b"removed_containers", "removed_networks", b"removed_networks", "removed_volumes", b"removed_volumes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
