@@ -8,6 +8,7 @@ and removed by its session.
 from __future__ import annotations
 
 import contextlib
+import signal
 import uuid
 from collections.abc import Iterator
 
@@ -15,6 +16,7 @@ import docker
 import pytest
 
 from driver import AgentClient, ContainerSpec, NotFound, PolicyError, SessionHandle
+from driver.control.process import wait_for
 from driver.types import Mount, PortMapping
 from shakedown import labels as L
 
@@ -119,3 +121,21 @@ def test_public_ports_need_the_operator_flag(session: SessionHandle, busybox_ima
     # Not flagged: loopback (explicit or the default).
     assert session.run(box(busybox_image, ports=[PortMapping(80, 0, "tcp", "127.0.0.1")])).id
     assert session.run(box(busybox_image, ports=[PortMapping(81)])).id
+
+
+def test_volume_is_reaped_after_an_agent_sigkill(
+    fresh_agent: object, busybox_image: str, docker_client: docker.DockerClient,
+) -> None:
+    agent = fresh_agent.start()  # type: ignore[attr-defined]
+    name = uniq("orphan")
+    with agent.client() as c:
+        handle = c.open_session(ttl=3)
+        handle.run(box(busybox_image, mounts=[Mount("/data", name)]))
+    assert docker_client.volumes.get(name).attrs["Labels"][L.SESSION] == handle.id
+    agent.stop(signal.SIGKILL)  # nobody keeps the session alive, and no agent reaps it
+    agent.start()
+
+    def gone() -> bool:
+        return not docker_client.volumes.list(filters={"name": name})
+
+    wait_for(gone, 3 + 15, what="the dead session's volume to be reaped after the restart")
