@@ -7,3 +7,4 @@ cd "$(dirname "$0")/.."
 scripts/genproto.sh --check
 .venv/bin/python scripts/gen_hmac_vectors.py --check || { echo "tests/vectors/hmac-v1.json is stale"; exit 1; }
 scripts/check-proto-go.sh
+(cd tools/authtestserver && go vet ./...)
