@@ -17,10 +17,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 
 from agent.auth import READ_ONLY_METHODS, Authenticator, needs_hmac
 from agent.identity import CALLER, Caller
+from agent.policy import check_well_known
 from agent.tls import CertStore, TlsConfigError
 from shakedown.errors import (
     FIELD_METADATA,
@@ -100,6 +101,10 @@ class Guard(grpc.aio.ServerInterceptor):
                 request = deserialize(raw) if deserialize else raw
             except (DecodeError, ValueError) as exc:
                 raise InvalidArgument(f"malformed request message: {exc}") from None
+            if isinstance(request, Message):
+                # Every Timestamp/Duration of every request, before any handler sees it,
+                # so none meets a ValueError from ToNanoseconds (INTERNAL).
+                check_well_known(request)
             return caller, request
 
         if handler.response_streaming:

@@ -8,8 +8,6 @@ once its subscription is live.
 from __future__ import annotations
 
 import contextlib
-import functools
-import inspect
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -259,24 +257,3 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         container = policy.container_ref(request.container)
         return await self.runtime.networks.disconnect(ref, container, request.force)
 
-
-def _checked(handler: Any) -> Any:
-    """``handler`` after every Timestamp/Duration of its request is range-checked."""
-    if inspect.isasyncgenfunction(handler):
-        @functools.wraps(handler)
-        async def stream(self: Any, request: Any, context: _Ctx) -> AsyncIterator[Any]:
-            policy.check_well_known(request)
-            async for item in handler(self, request, context):
-                yield item
-        return stream
-
-    @functools.wraps(handler)
-    async def unary(self: Any, request: Any, context: _Ctx) -> Any:
-        policy.check_well_known(request)
-        return await handler(self, request, context)
-    return unary
-
-
-# Every RPC of the service, so a new message's timestamps are checked without a new line.
-for _method in pb.DESCRIPTOR.services_by_name["Agent"].methods:
-    setattr(AgentService, _method.name, _checked(getattr(AgentService, _method.name)))
