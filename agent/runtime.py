@@ -102,10 +102,10 @@ class DockerRuntime:
     async def _run(self, fn: Callable[..., T], *args: Any, field: str = "container",
                    pool: ThreadPoolExecutor | None = None) -> T:
         loop = asyncio.get_running_loop()
-        if REAPING.get():
-            pool = self._reaper
+        if pool is None or REAPING.get():
+            pool = self._pool  # while reaping, the reaper's own, whatever was asked
         try:
-            return await loop.run_in_executor(pool or self._pool, functools.partial(fn, *args))
+            return await loop.run_in_executor(pool, functools.partial(fn, *args))
         except Exception as exc:
             raise translate(exc, field) from exc
 
@@ -310,6 +310,10 @@ class DockerRuntime:
                     self._forget(cid)
             return removed
         return await self._run(run)
+
+    async def remove_session_volumes(self, session_id: str) -> int:
+        """The session's volumes, on the runtime's pools (the reaper's while reaping)."""
+        return await self._run(self.volumes.remove_session, session_id, field="volume")
 
     async def recover(self) -> list[SessionInfo]:
         """Sessions as the labels of this node's managed containers (and networks and

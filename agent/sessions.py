@@ -208,7 +208,7 @@ class SessionManager:
             await self._heal(rec)
             removed = await self.runtime.remove_session(rec.id)
             networks = await self.runtime.networks.remove_session(rec.id)
-            volumes = await asyncio.to_thread(self.runtime.volumes.remove_session, rec.id)
+            volumes = await self.runtime.remove_session_volumes(rec.id)
         except Exception:
             rec.closing = False  # keep it: the next tick (or close) retries
             raise
