@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from typing import Any, TypeVar
@@ -24,6 +24,7 @@ import requests
 
 from agent import nodeinfo
 from agent.claim import INSTANCE
+from agent.coalesce import Coalescer
 from agent.config import PolicyConfig
 from agent.convert import Demuxer, create_kwargs, explain, summary_to_pb, to_pb, translate
 from agent.events import EventHub
@@ -80,6 +81,7 @@ class DockerRuntime:
         self._writes = ThreadPoolExecutor(max_workers, thread_name_prefix="docker")
         self._streams = ThreadPoolExecutor(STREAM_WORKERS, thread_name_prefix="docker-stream")
         self._reads = ThreadPoolExecutor(READ_WORKERS, thread_name_prefix="docker-read")
+        self._reads_shared: Coalescer[Any] = Coalescer()
         self._reaper = ThreadPoolExecutor(REAPER_WORKERS, thread_name_prefix="docker-reaper")
         self._pulls = ThreadPoolExecutor(PULL_WORKERS, thread_name_prefix="docker-pull")
         # ref (full id or name) -> (full id, managed); labels are immutable, so this
@@ -108,6 +110,12 @@ class DockerRuntime:
             return await loop.run_in_executor(pool, functools.partial(fn, *args))
         except Exception as exc:
             raise translate(exc, field) from exc
+
+    async def _read(self, key: Hashable, fn: Callable[[], Any]) -> Any:
+        """A query on the read pool, shared with identical ones still queued."""
+        if REAPING.get():  # the reaper never waits on callers' capacity
+            return await self._run(fn)
+        return await self._reads_shared.read(key, fn, lambda f: self._run(f, pool=self._reads))
 
     def _remember(self, cid: str, name: str, managed: bool) -> None:
         with self._known_lock:
@@ -258,8 +266,9 @@ class DockerRuntime:
             cid, timeout=10 if timeout is None else timeout))
 
     async def inspect(self, ref: str) -> pb.Container:
-        return await self._run(self._on, ref, lambda cid, attrs: to_pb(
-            attrs or self.api.inspect_container(cid), self.owner), pool=self._reads)
+        attrs = await self._read(("inspect", ref), functools.partial(
+            self._on, ref, lambda cid, attrs: attrs or self.api.inspect_container(cid)))
+        return to_pb(attrs, self.owner)
 
     async def remove(self, ref: str, force: bool = False, volumes: bool = False) -> str:
         def run(cid: str, _: dict[str, Any] | None) -> str:
@@ -272,8 +281,10 @@ class DockerRuntime:
 
     async def list_containers(self, selector: Selector | None = None, all: bool = False,
                               session_id: str = "") -> list[pb.Container]:
-        return [summary_to_pb(c, self.owner) for c in await self._run(
-            self._list, list(selector or ()), all, session_id, pool=self._reads)]
+        sel = tuple(selector or ())
+        return [summary_to_pb(c, self.owner) for c in await self._read(
+            ("list", sel, all, session_id),
+            functools.partial(self._list, list(sel), all, session_id))]
 
     def _list(self, selector: Selector, all: bool, session_id: str) -> list[dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
