@@ -13,9 +13,8 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
-from agent import __version__
+from agent import __version__, reflection
 from agent.auth import AGENT_SERVICE, Authenticator
 from agent.claim import EngineClaim, instance_id
 from agent.config import AgentConfig
@@ -96,14 +95,9 @@ class AgentServer:
             AgentService(config, self.runtime, self.sessions, __version__), self.server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            (
-                agent_pb2.DESCRIPTOR.services_by_name["Agent"].full_name,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ),
-            self.server,
-        )
+        reflection.enable((agent_pb2.DESCRIPTOR.services_by_name["Agent"].full_name,
+                           health_pb2.DESCRIPTOR.services_by_name["Health"].full_name),
+                          self.server)
         self.port = 0
         self.registrar: Registrar | None = None
 
