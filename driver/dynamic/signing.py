@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from driver.dynamic.client import BodySigner
 from shakedown import keyring, signing
 
 
-def agent_signer(keys: str | Path, principal: str = "driver", key_id: str | None = None):  # type: ignore[no-untyped-def]
+def agent_signer(keys: str | Path, principal: str = "driver",
+                 key_id: str | None = None) -> BodySigner:
     """Signs (method, exact body bytes) with the principal's newest active key."""
     key = keyring.load(keys).signing_key(principal, key_id)
 
