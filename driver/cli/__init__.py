@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from shakedown.errors import ShakedownError
 
-GROUPS = ("agent", "certs", "keys", "discover", "env", "verify")
+GROUPS = ("agent", "certs", "keys", "discover", "env", "verify", "grpc")
 
 
 class CliError(Exception):

@@ -18,6 +18,7 @@ from google.protobuf import (  # noqa: F401  isort: skip
     any_pb2, duration_pb2, empty_pb2, field_mask_pb2, struct_pb2, timestamp_pb2, wrappers_pb2)
 
 from driver.dynamic.reflection import Reflection
+from shakedown.errors import NotFound
 
 WELL_KNOWN_PREFIX = "google/protobuf/"
 
@@ -56,7 +57,14 @@ class Descriptors:
         """Make symbol (a service, message or method's service) and its deps resolvable."""
         if self.find(symbol) is not None:
             return
-        files = self._reflection.files_containing(symbol)
+        try:
+            files = self._reflection.files_containing(symbol)
+        except NotFound:
+            parent = symbol.rpartition(".")[0]
+            if not parent:  # a method or nested symbol: servers may know only its parent
+                raise
+            self.load_symbol(parent)
+            return
         for fdp in files:
             self._known.setdefault(fdp.name, fdp)
         for fdp in files:
