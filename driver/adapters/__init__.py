@@ -1,0 +1,15 @@
+"""System adapters: how suites and the fuzzer reach a system under test."""
+
+from driver.adapters.base import (
+    PHASES,
+    RESTART_POLICIES,
+    Node,
+    Port,
+    Replica,
+    SystemAdapter,
+    Workload,
+    WorkloadSpec,
+)
+
+__all__ = ["PHASES", "RESTART_POLICIES", "Node", "Port", "Replica", "SystemAdapter",
+           "Workload", "WorkloadSpec"]
