@@ -85,6 +85,8 @@ class SummaryCollector:
         self.t0 = time.monotonic()
         self.suite: dict[str, str] = {}
         self.outcomes: dict[str, tuple[str, str]] = {}
+        self.durations: dict[str, float] = {}
+        self.metrics: dict[str, dict[str, Any]] = {}
 
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         for item in items:
@@ -98,6 +100,7 @@ class SummaryCollector:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         suite = self.suite.get(report.nodeid) or suite_of_path(report.nodeid)
+        self.durations[suite] = self.durations.get(suite, 0.0) + float(report.duration or 0.0)
         previous = self.outcomes.get(report.nodeid, (suite, ""))[1]
         outcome = previous
         if report.when == "setup":
@@ -122,12 +125,40 @@ class SummaryCollector:
             junit=str(Path(junit).resolve()) if junit else None, exit_code=int(exitstatus),
         )
         write_json(self.path, doc)
+        report_path = opt("shakedown_report", default=None)
+        if report_path:
+            from driver.reports.testrun import build_report
+
+            write_json(Path(report_path), build_report(
+                doc["suites"], started_at=self.started, duration_s=doc["duration_s"],
+                durations=self.durations, metrics=self.metrics,
+                run_id=os.environ.get("SHAKEDOWN_RUN_ID")))
+
+    def record(self, nodeid: str, name: str, value: Any) -> None:
+        suite = self.suite.get(nodeid) or suite_of_path(nodeid)
+        self.metrics.setdefault(suite, {})[name] = value
+
+
+@pytest.fixture
+def scenario_metric(request: pytest.FixtureRequest) -> Any:
+    """``scenario_metric(name, value)`` records a metric of this test's scenario (its suite)
+    in the JSON report; a no-op when no report is being written."""
+    collector = request.config.pluginmanager.get_plugin("shakedown-summary")
+
+    def record(name: str, value: Any) -> None:
+        if isinstance(collector, SummaryCollector):
+            collector.record(request.node.nodeid, name, value)
+
+    return record
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.getgroup("shakedown").addoption(
         "--shakedown-summary", metavar="FILE", default=None,
         help="write a JSON summary of the outcomes per suite to FILE")
+    parser.getgroup("shakedown").addoption(
+        "--shakedown-report", metavar="FILE", default=None,
+        help="with --shakedown-summary: also write the testRun scenario report to FILE")
 
 
 def pytest_configure(config: pytest.Config) -> None:
