@@ -119,7 +119,7 @@ def test_dns_disagreeing_with_etcd_is_an_error(private_dns, live_service: int, t
     finally:
         stale_dns.stop()
     [finding] = [f for f in report.findings if f.code == "dns-disagrees"]
-    assert f"port {live_service} != etcd {live_service + 1}" in finding.message
+    assert f"port {live_service} (expected {live_service + 1} from etcd)" in finding.message
 
 
 def test_unregistered_in_dns_and_cli_exit_codes(private_dns, capsys) -> None:  # type: ignore[no-untyped-def]
