@@ -19,7 +19,7 @@ from driver.verify.discovery_dns import DnsChecker, Subject
 from driver.verify.probes import probe
 from driver.verify.skydns_model import Service, parse_service, service_labels
 from shakedown import etcdclient
-from shakedown.skydns import DEFAULT_PREFIX, LayoutError, Record, key_to_name, normalize_domain
+from shakedown.skydns import DEFAULT_PREFIX, LayoutError, key_to_name, normalize_domain
 
 SEVERITIES = ("error", "warning", "info")
 HISTORY_DEPTH = 10  # past versions read per key when looking for several writers
@@ -39,7 +39,7 @@ class Entry:
 
     key: str
     name: str
-    record: Record | None
+    record: Service | None  # as CoreDNS reads the value; None when it cannot
     lease: int
     version: int
     mod_revision: int
@@ -88,11 +88,23 @@ def _entry(
     name = key_to_name(key, prefix)
     service, proto, owner = service_labels(name)
     try:
-        record: Record | None = Record.from_json(value, key)
+        record: Service | None = parse_service(key, value)
         problem = None
     except LayoutError as exc:
-        record, problem = None, str(exc)
+        record, problem = None, f"{exc}: CoreDNS fails every query that reads this key (SERVFAIL)"
+    if record is not None:
+        problem = _out_of_range(record)
     return Entry(key, name, record, meta_lease, version, mod_rev, service, proto, owner), problem
+
+
+def _out_of_range(s: Service) -> str | None:
+    """Values CoreDNS accepts but serves mangled (it casts them to 16 bits), or not at all."""
+    if not s.host:
+        return f'{s.key}: value needs a non-empty "host"; CoreDNS serves nothing for it'
+    for what, v in (("port", s.port), ("priority", s.priority), ("weight", s.weight)):
+        if not 0 <= v <= 0xFFFF:
+            return f'{s.key}: "{what}" {v} is outside 0-65535; DNS serves it as {v & 0xFFFF}'
+    return None
 
 
 def verify_discovery(
@@ -168,7 +180,7 @@ def _collect(
         e, problem = _entry(key, kv.value, kv.lease, kv.version, kv.mod_revision, prefix)
         if wanted is not None and (e.service or "").lower() != wanted:
             continue
-        if problem and _is_text_only(key, kv.value):
+        if e.record is not None and not e.record.host and e.record.text:
             continue  # a TXT record: CoreDNS serves it without a host; not a registration
         report.registrations += 1
         if problem:
@@ -176,14 +188,6 @@ def _collect(
             continue
         entries.append(e)
     return entries
-
-
-def _is_text_only(key: str, value: bytes) -> bool:
-    try:
-        s = parse_service(key, value)
-    except LayoutError:
-        return False
-    return not s.host and bool(s.text)
 
 
 def _lease_ttls(client: Any, entries: Sequence[Entry]) -> dict[int, int]:
@@ -214,7 +218,7 @@ def _check_history(report: DiscoveryReport, client: Any, entries: Sequence[Entry
                 break
             kv = past.kvs[0]
             try:
-                rec = Record.from_json(kv.value, e.key)
+                rec = parse_service(e.key, kv.value)
                 seen.add((rec.host, rec.port))
             except LayoutError:
                 pass
@@ -249,18 +253,26 @@ def _check_entry(
             f"{e.name}: written without an etcd lease; it stays after its registrant dies",
             e.key,
         )
-    elif e.lease in leases and rec.ttl > leases[e.lease]:
+    if rec.port and e.service is not None and e.proto is None:
+        report.add("error", "no-proto-label", _no_proto_message(e), e.key)
+    served_ttl = checker.check(Subject(e.key, e.name, e.owner, rec.host))
+    lease_ttl = leases.get(e.lease) if e.lease else None
+    if lease_ttl is not None and served_ttl is not None and served_ttl > lease_ttl:
         report.add(
             "warning",
             "ttl-exceeds-lease",
-            f"{e.name}: DNS TTL {rec.ttl}s is longer than its lease ({leases[e.lease]}s); "
-            "resolvers will serve it after it is gone",
+            f"{e.name}: DNS serves it with TTL {served_ttl}s, longer than its {lease_ttl}s "
+            "lease; resolvers may keep it after it is gone",
             e.key,
         )
-    if rec.port and e.service is not None and e.proto is None:
-        report.add("error", "no-proto-label", _no_proto_message(e), e.key)
-    lease_ttl = leases.get(e.lease) if e.lease else None
-    checker.check(Subject(e.key, e.name, e.owner, rec.host, lease_ttl))
+    elif lease_ttl is not None and rec.ttl > lease_ttl:  # masked here, e.g. by a short cache
+        report.add(
+            "warning",
+            "ttl-exceeds-lease",
+            f"{e.name}: its ttl {rec.ttl}s is longer than its lease ({lease_ttl}s); "
+            "resolvers may serve it after it is gone",
+            e.key,
+        )
     if check_endpoints and rec.port:
         p = probe(rec.host, rec.port, timeout=timeout, certs=certs)
         if p.verdict in ("tcp-refused", "tcp-timeout"):

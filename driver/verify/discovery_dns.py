@@ -34,7 +34,6 @@ class Subject:
     name: str
     owner: str | None
     host: str
-    lease_ttl: int | None
 
 
 def _zone_of(name: str, zones: Sequence[str]) -> str | None:
@@ -70,22 +69,22 @@ class DnsChecker:
                 self._answers[k] = str(exc)
         return self._answers[k]
 
-    def check(self, s: Subject) -> None:
+    def check(self, s: Subject) -> int | None:
+        """Report what is wrong; return the TTL DNS serves the record with, if it does."""
         qname, rdtype = (s.owner, "SRV") if s.owner else (s.name, address_type(s.host))
         answer = self._ask(qname, rdtype)
         if isinstance(answer, str):
             self.add("error", "dns-failure", f"{s.name}: {rdtype} {qname}: {answer}", s.key)
-            return
+            return None
         if answer.rcode == "REFUSED":
             self._refused(s, qname, rdtype)
-            return
+            return None
         if answer.rcode not in ("NOERROR", "NXDOMAIN"):
             self.add("error", "dns-failure", self._failure(s, qname, rdtype, answer), s.key)
-            return
+            return None
         if s.owner:
-            self._check_srv(s, s.owner, answer)
-        else:
-            self._check_address(s, rdtype, answer)
+            return self._check_srv(s, s.owner, answer)
+        return self._check_address(s, rdtype, answer)
 
     def _refused(self, s: Subject, qname: str, rdtype: str) -> None:
         declared = _zone_of(s.name.lower(), self.zones)
@@ -106,7 +105,7 @@ class DnsChecker:
             msg += f": CoreDNS cannot parse {', '.join(bad)}, which fails the whole answer"
         return msg
 
-    def _check_srv(self, s: Subject, owner: str, answer: Answer) -> None:
+    def _check_srv(self, s: Subject, owner: str, answer: Answer) -> int | None:
         if owner not in self._srv:
             self._srv[owner] = expected_srv(owner, self.services, self.prefix)
         exp = self._srv[owner].get(s.key)
@@ -114,7 +113,7 @@ class DnsChecker:
             why = why_not_served(owner, s.key, self.services, self.prefix)
             self.add("error", "not-in-dns", f"{s.name}: not in the SRV answer for {owner}: {why}",
                      s.key)  # fmt: skip
-            return
+            return None
         same_target = [rr for rr in answer.srv if rr.target == exp.target]
         if not same_target:
             self.add(
@@ -124,7 +123,7 @@ class DnsChecker:
                 f"(no target {exp.target})",
                 s.key,
             )
-            return
+            return None
 
         def diffs(rr: SrvRR) -> list[str]:
             return [
@@ -144,28 +143,24 @@ class DnsChecker:
             found.insert(0, f"address {', '.join(sorted(served))} (expected {exp.address})")
         if found:
             self.add("error", "dns-disagrees", f"{s.name}: DNS answers {'; '.join(found)}", s.key)
-        if s.lease_ttl is not None and rr.ttl > s.lease_ttl:
-            self.add(
-                "warning",
-                "ttl-exceeds-lease",
-                f"{s.name}: DNS serves it with TTL {rr.ttl}s, longer than its {s.lease_ttl}s "
-                "lease; resolvers may keep it after it is gone",
-                s.key,
-            )
+        return rr.ttl
 
-    def _check_address(self, s: Subject, rdtype: str, answer: Answer) -> None:
+    def _check_address(self, s: Subject, rdtype: str, answer: Answer) -> int | None:
         if rdtype == "CNAME":
             want = s.host.rstrip(".").lower() + "."
             if want not in answer.cnames:
                 got = ", ".join(sorted(answer.cnames)) or answer.rcode
                 self.add("error", "not-in-dns", f"{s.name}: CNAME {want} expected, DNS: {got}",
                          s.key)  # fmt: skip
-            return
+            return None
+        return answer.ttl if rdtype == "CNAME" else self._check_ip(s, rdtype, answer)
+
+    def _check_ip(self, s: Subject, rdtype: str, answer: Answer) -> int | None:
         if not served_at_name(s.name, s.key, self.services, self.prefix):
             why = why_not_served(s.name, s.key, self.services, self.prefix)
             self.add("error", "not-in-dns", f"{s.name}: {rdtype} query does not return it: {why}",
                      s.key)  # fmt: skip
-            return
+            return None
         if not _same_ip(s.host, answer.all_addresses):
             got = ", ".join(sorted(answer.all_addresses)) or answer.rcode
             self.add(
@@ -174,6 +169,8 @@ class DnsChecker:
                 f"{s.name}: {rdtype} {s.host} in etcd, DNS answers {got}",
                 s.key,
             )
+            return None
+        return answer.ttl
 
 
 def _same_ip(host: str, addresses: set[str]) -> bool:

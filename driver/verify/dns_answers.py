@@ -29,6 +29,7 @@ class Answer:
     srv: list[SrvRR] = field(default_factory=list)
     addresses: dict[str, set[str]] = field(default_factory=dict)  # owner -> A/AAAA values
     cnames: set[str] = field(default_factory=set)  # targets, fully qualified, lower case
+    ttl: int | None = None  # the smallest TTL in the answer section
 
     def addresses_of(self, owner: str) -> set[str]:
         return self.addresses.get(owner.lower(), set())
@@ -55,6 +56,8 @@ def ask(server: tuple[str, int], name: str, rdtype: str, timeout: float) -> Answ
     sections = [(rs, True) for rs in reply.answer] + [(rs, False) for rs in reply.additional]
     for rrset, in_answer in sections:
         owner = rrset.name.to_text().lower()
+        if in_answer:
+            out.ttl = rrset.ttl if out.ttl is None else min(out.ttl, rrset.ttl)
         if rrset.rdtype == dns.rdatatype.SRV and in_answer:
             out.srv.extend(
                 SrvRR(rr.target.to_text().lower(), rr.port, rr.priority, rr.weight, rrset.ttl)

@@ -46,13 +46,12 @@ _STRS = ("host", "text", "group")
 
 
 def _field(doc: dict[str, Any], name: str) -> Any:
-    """Go's encoding/json matches an exact key first, then one differing only in case."""
-    if name in doc:
-        return doc[name]
+    """Go's encoding/json matches keys to fields case-insensitively; the last one wins."""
+    found = None
     for k, v in doc.items():
         if k.lower() == name:
-            return v
-    return None
+            found = v
+    return found
 
 
 def parse_service(key: str, raw: bytes | str) -> Service:
@@ -95,8 +94,9 @@ def parse_service(key: str, raw: bytes | str) -> Service:
 
 
 def path_of(name: str, prefix: str) -> str:
-    """msg.Path: `a.b.example.com` -> `/skydns/com/example/b/a`."""
-    labels = [lab for lab in name.rstrip(".").split(".") if lab]
+    """msg.Path of the lower-cased query name (request.Name() lower-cases it):
+    `a.b.Example.com` -> `/skydns/com/example/b/a`."""
+    labels = [lab for lab in name.lower().rstrip(".").split(".") if lab]
     return "/".join([prefix.rstrip("/"), *reversed(labels)])
 
 
@@ -218,6 +218,8 @@ def expected_srv(owner: str, services: Sequence[Service], prefix: str) -> dict[s
 def why_not_served(owner: str, key: str, services: Sequence[Service], prefix: str) -> str:
     """Why the model leaves `key` out of `owner`'s answer."""
     path = path_of(owner, prefix)
+    if key[len(prefix.rstrip("/")) :] != key[len(prefix.rstrip("/")) :].lower():
+        return "its key has upper-case letters, and CoreDNS looks keys up in lower case"
     if key == path and any(s.key.startswith(path + "/") for s in services):
         return f"keys under {path}/ exist, so CoreDNS answers {owner} from them and skips this one"
     mine = next((s for s in services if s.key == key), None)
