@@ -327,3 +327,37 @@ def test_mix_of_leased_and_unleased_flags_only_the_unleased(private_dns, live_se
     report = _verify(private_dns)
     assert _found(report) == {("no-lease", "warning", k) for k in unleased}
     assert report.ok and not set(leased) & {f.key for f in report.findings}
+
+
+def test_model_matches_what_coredns_serves(private_dns) -> None:  # type: ignore[no-untyped-def]
+    """skydns_model's SRV answer equals dig's, record for record, on varied layouts."""
+    import random
+
+    from driver.verify.skydns_model import expected_srv, parse_service
+
+    rng = random.Random(8)
+    lease = private_dns.etcdctl_lease(60)
+    planted: dict[str, dict[str, object]] = {}
+    for svc in ("alpha", "beta", "gamma", "delta"):
+        for i in range(rng.randint(1, 6)):
+            rec: dict[str, object] = {"port": 7000 + i, "ttl": 30}
+            rec["host"] = f"127.0.1.{i}" if rng.random() < 0.7 else f"h{i}.{svc}.shakedown.test"
+            if (p := rng.choice(["-", 0, 0, 5, 10, 20])) != "-":
+                rec["priority"] = p
+            if (w := rng.choice(["-", 0, 1, 3, 7, 50, 100, 999, None])) != "-":
+                rec["weight"] = w  # None is JSON null: Go leaves 0
+            planted[f"{BASE}/_tcp/_{svc}/i{i}"] = rec
+    planted[f"{BASE}/_tcp/_delta/deep/i9"] = {"host": "127.0.2.9", "port": 7009, "Priority": 5}
+    for key, rec in planted.items():
+        private_dns.etcdctl_put(key, rec, lease)
+    services = [parse_service(k, json.dumps(r)) for k, r in planted.items()]
+    for svc in ("alpha", "beta", "gamma", "delta"):
+        owner = f"_{svc}._tcp.{ZONE}"
+        model = {
+            (e.priority, e.weight, e.port, e.target)
+            for e in expected_srv(owner, services, "/skydns").values()
+        }
+        assert model == _srv_lines(private_dns, owner), svc
+    report = _verify(private_dns, check_endpoints=False)
+    assert report.registrations == len(planted)
+    assert _found(report) == set(), report.findings
