@@ -146,6 +146,13 @@ def test_unregistered_in_dns_and_cli_exit_codes(private_dns, capsys) -> None:  #
     text = capsys.readouterr().out
     assert code == 1
     assert "malformed-record" in text and "ERROR" in text
+    base = ["verify", "discovery", "--etcd", private_dns.etcd.endpoint, "--domain", ZONE]
+    for bad, field in (
+        (["--dns", "nonsense"], "--dns"),
+        (["--dns", dns, "--service", "a b"], "service"),
+    ):
+        assert cli_main(base + bad) == 2
+        assert field in capsys.readouterr().err
 
 
 def test_etcd_unreachable_is_reported(private_dns) -> None:  # type: ignore[no-untyped-def]

@@ -19,7 +19,13 @@ from driver.verify.discovery_dns import DnsChecker, Subject
 from driver.verify.probes import probe
 from driver.verify.skydns_model import Service, parse_service, service_labels
 from shakedown import etcdclient
-from shakedown.skydns import DEFAULT_PREFIX, LayoutError, key_to_name, normalize_domain
+from shakedown.skydns import (
+    DEFAULT_PREFIX,
+    LayoutError,
+    check_label,
+    key_to_name,
+    normalize_domain,
+)
 
 SEVERITIES = ("error", "warning", "info")
 HISTORY_DEPTH = 10  # past versions read per key when looking for several writers
@@ -128,6 +134,8 @@ def verify_discovery(
 
     zones = [normalize_domain(d) for d in ([domain] if isinstance(domain, str) else domain)]
     dns_addr = parse_hostport(dns, "--dns")
+    if service is not None:
+        check_label("service", service.removeprefix("_"))
     wanted = None if service is None else "_" + service.removeprefix("_").lower()
     report = DiscoveryReport(dns, etcd, zones)
     try:
