@@ -192,12 +192,21 @@ def test_service_without_proto_label_is_found_and_broken(private_dns, live_servi
     status, answer = private_dns.dig("_svc.acme.shakedown.test", "A")
     assert status == "NOERROR" and answer[0].split()[-1] == "127.0.0.1"
     want = {("no-lease", "warning", key), ("no-proto-label", "error", key)}
-    for spelling in ("svc", "_svc", None):
+    for spelling in ("svc", "_svc", "SVC"):
         report = _verify(private_dns, service=spelling)
         assert report.registrations == 1
         assert _found(report) == want, (spelling, report.findings)
     [msg] = [f.message for f in report.findings if f.code == "no-proto-label"]
     assert "(_svc._tcp.acme.shakedown.test)" in msg and "_service" not in msg
+    # With an instance label under the service: the same, for that key only.
+    web = private_dns.etcdctl_put(
+        f"{BASE}/acme/_web/i1", {"host": "127.0.0.1", "port": live_service}
+    )
+    report = _verify(private_dns)
+    assert report.registrations == 2
+    assert _found(report) == want | {("no-lease", "warning", web), ("no-proto-label", "error", web)}
+    [msg] = [f.message for f in report.findings if f.code == "no-proto-label" and f.key == web]
+    assert "(_web._tcp.acme.shakedown.test)" in msg
     for spelling in ("svc", "_svc"):
         argv = ["verify", "discovery", "--dns", private_dns.dns, "--etcd",
                 private_dns.etcd.endpoint, "--domain", ZONE, "--service", spelling]  # fmt: skip
@@ -368,3 +377,27 @@ def test_model_matches_what_coredns_serves(private_dns) -> None:  # type: ignore
     report = _verify(private_dns, check_endpoints=False)
     assert report.registrations == len(planted)
     assert _found(report) == set(), report.findings
+
+
+def test_a_value_coredns_cannot_parse_fails_its_whole_service(private_dns) -> None:  # type: ignore[no-untyped-def]
+    """`"port": "80"` breaks Go's json.Unmarshal: DNS answers SERVFAIL for its siblings too."""
+    lease = private_dns.etcdctl_lease(60)
+    good = private_dns.etcdctl_put(f"{BASE}/_tcp/_api/good", {"host": "127.0.0.1", "port": 80},
+                                   lease)  # fmt: skip
+    bad = private_dns.etcdctl_put(f"{BASE}/_tcp/_api/bad", {"host": "127.0.0.1", "port": "80"},
+                                  lease)  # fmt: skip
+    assert private_dns.dig("_api._tcp." + ZONE, "SRV")[0] == "SERVFAIL"
+    report = _verify(private_dns, check_endpoints=False)
+    assert _found(report) == {("malformed-record", "error", bad), ("dns-failure", "error", good)}
+    [failure] = [f for f in report.findings if f.code == "dns-failure"]
+    assert f"CoreDNS cannot parse {bad}" in failure.message
+
+
+def test_upper_case_key_is_never_served(private_dns) -> None:  # type: ignore[no-untyped-def]
+    lease = private_dns.etcdctl_lease(60)
+    key = private_dns.etcdctl_put(f"{BASE}/_tcp/_API/i1", {"host": "127.0.0.1", "port": 80},
+                                  lease)  # fmt: skip
+    assert private_dns.dig("_API._tcp." + ZONE, "SRV")[0] == "NXDOMAIN"
+    report = _verify(private_dns, service="api", check_endpoints=False)
+    assert _found(report) == {("not-in-dns", "error", key)}
+    assert "upper-case" in report.findings[0].message
