@@ -13,6 +13,7 @@ command -v etcdctl >/dev/null || need+=(etcd-client)
 [[ -x /bin/busybox || -x /usr/bin/busybox ]] || need+=(busybox-static)
 command -v iptables >/dev/null || need+=(iptables)
 command -v ip >/dev/null || need+=(iproute2)
+command -v dig >/dev/null || need+=(bind9-dnsutils)
 if ((${#need[@]})); then
   log "installing ${need[*]}"
   $SUDO apt-get update -qq

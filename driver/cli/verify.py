@@ -38,11 +38,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     disc = vsub.add_parser(
         "discovery",
         help="check CoreDNS + etcd discovery for flaws",
-        description="Reads the registrations under the etcd prefix and the DNS answers, and "
-        "reports: records DNS does not serve or serves differently, keys without a lease or "
-        "without a _tcp/_udp label, dead or unhealthy endpoints, keys several instances "
-        "overwrite, DNS TTLs longer than leases, records outside the served zones, and (with "
-        "--static) a fallback that fails while DNS is down. Exit status 1 when an error is found.",
+        description="Reads the registrations under the etcd prefix and checks each against "
+        "DNS as its clients would query it (SRV for _svc._tcp.ZONE instances, A/AAAA/CNAME for "
+        "other keys), expecting what CoreDNS serves for the etcd values (its defaults: priority "
+        "0 or missing is 10, weights rescaled per priority). Reports: records DNS does not serve "
+        "or serves differently, records outside every served zone (DNS answers REFUSED: an "
+        "error in a --domain zone, else a warning), keys without a lease or without a _tcp/_udp "
+        "label, dead or unhealthy endpoints, keys several instances overwrite, DNS TTLs longer "
+        "than leases, and (with --static) a fallback that fails while DNS is down. "
+        "Exit status: 0 no error-severity finding (warnings may be printed), 1 at least one "
+        "error (including --service with no registration), 2 usage error.",
     )
     disc.add_argument("--dns", required=True, metavar="HOST:PORT", help="the CoreDNS to query")
     disc.add_argument("--etcd", required=True, metavar="URL", help="its etcd, http://HOST:PORT")
@@ -53,7 +58,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="ZONE",
         help="a zone the DNS server serves; repeatable",
     )
-    disc.add_argument("--service", help="only this service (e.g. scheduler)")
+    disc.add_argument(
+        "--service", help="only this service: scheduler or _scheduler (none found is an error)"
+    )
     disc.add_argument("--prefix", default="/skydns", help="etcd key prefix (default /skydns)")
     disc.add_argument(
         "--static",

@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from driver.discovery.resolver import DiscoveryError, Resolver
+from driver.verify.discovery_dns import DnsChecker, Subject
 from driver.verify.probes import probe
+from driver.verify.skydns_model import Service, parse_service, service_labels
 from shakedown import etcdclient
 from shakedown.skydns import (
     DEFAULT_PREFIX,
-    PROTOCOLS,
     LayoutError,
-    Record,
+    check_label,
     key_to_name,
     normalize_domain,
 )
@@ -44,12 +45,13 @@ class Entry:
 
     key: str
     name: str
-    record: Record | None
+    record: Service | None  # as CoreDNS reads the value; None when it cannot
     lease: int
     version: int
     mod_revision: int
     service: str | None  # "_scheduler" of ..._scheduler._tcp...; None when not service-like
     proto: str | None
+    owner: str | None  # the SRV name a client asks: _scheduler._tcp.zone
 
 
 @dataclass(slots=True)
@@ -90,26 +92,24 @@ def _entry(
     key: str, value: bytes, meta_lease: int, version: int, mod_rev: int, prefix: str
 ) -> tuple[Entry, str | None]:
     name = key_to_name(key, prefix)
-    labels = name.split(".")
-    proto = next((lab for lab in labels if lab in PROTOCOLS), None)
-    service = None
-    if proto is not None:
-        i = labels.index(proto)
-        service = labels[i - 1] if i > 0 and labels[i - 1].startswith("_") else None
-    else:
-        service = next((lab for lab in labels[1:] if lab.startswith("_")), None)
+    service, proto, owner = service_labels(name)
     try:
-        record: Record | None = Record.from_json(value, key)
+        record: Service | None = parse_service(key, value)
         problem = None
     except LayoutError as exc:
-        record, problem = None, str(exc)
-    return Entry(key, name, record, meta_lease, version, mod_rev, service, proto), problem
+        record, problem = None, f"{exc}: CoreDNS fails every query that reads this key (SERVFAIL)"
+    if record is not None:
+        problem = _out_of_range(record)
+    return Entry(key, name, record, meta_lease, version, mod_rev, service, proto, owner), problem
 
 
-def _zone_of(name: str, zones: Sequence[str]) -> str | None:
-    for zone in sorted(zones, key=len, reverse=True):
-        if name == zone or name.endswith("." + zone):
-            return zone
+def _out_of_range(s: Service) -> str | None:
+    """Values CoreDNS accepts but serves mangled (it casts them to 16 bits), or not at all."""
+    if not s.host:
+        return f'{s.key}: value needs a non-empty "host"; CoreDNS serves nothing for it'
+    for what, v in (("port", s.port), ("priority", s.priority), ("weight", s.weight)):
+        if not 0 <= v <= 0xFFFF:
+            return f'{s.key}: "{what}" {v} is outside 0-65535; DNS serves it as {v & 0xFFFF}'
     return None
 
 
@@ -125,11 +125,18 @@ def verify_discovery(
     check_endpoints: bool = True,
     timeout: float = 2.0,
 ) -> DiscoveryReport:
-    """Read every registration under `prefix`, query DNS for each, probe endpoints."""
+    """Read every registration under `prefix`, query DNS for each, probe endpoints.
+
+    `service` ("svc" or "_svc") keeps only that service's records; none at
+    all is an error, since its clients find nothing.
+    """
     from driver.discovery.resolver import parse_hostport
 
     zones = [normalize_domain(d) for d in ([domain] if isinstance(domain, str) else domain)]
     dns_addr = parse_hostport(dns, "--dns")
+    if service is not None:
+        check_label("service", service.removeprefix("_"))
+    wanted = None if service is None else "_" + service.removeprefix("_").lower()
     report = DiscoveryReport(dns, etcd, zones)
     try:
         client = etcdclient.connect(etcd, timeout=timeout)
@@ -137,65 +144,58 @@ def verify_discovery(
     except Exception as exc:
         report.add("error", "etcd-unreachable", etcdclient.describe_error(etcd, exc))
         return report
+    services, unparsable = _model_services(resp.kvs)
     try:
-        entries = _collect(report, resp.kvs, prefix, service)
+        entries = _collect(report, resp.kvs, prefix, wanted)
         leases = _lease_ttls(client, entries)
         _check_history(report, client, entries)
     finally:
         client.close()
-    resolvers = {
-        z: Resolver(z, dns_addr, etcd, ("srv",), timeout=timeout, prefix=prefix) for z in zones
-    }
-    weights = _expected_weights(entries)
+    if wanted is not None and report.registrations == 0:
+        report.add(
+            "error",
+            "no-registrations",
+            f"{wanted}: no record of this service under {prefix.rstrip('/')}/; "
+            "its clients find nothing",
+        )
+    checker = DnsChecker(dns_addr, zones, services, unparsable, prefix, timeout, report.add)
     for e in entries:
-        _check_entry(report, e, zones, resolvers, leases, weights, check_endpoints, certs, timeout)
+        _check_entry(report, e, checker, leases, check_endpoints, certs, timeout)
     if static:
         _check_fallback(report, zones[0], etcd, static, timeout, prefix)
     return report
 
 
+def _model_services(kvs: Sequence[Any]) -> tuple[list[Service], list[str]]:
+    """Every value as CoreDNS reads it (siblings set one another's weights), and the
+    keys it cannot parse (they fail every query that reads them)."""
+    services, bad = [], []
+    for kv in kvs:
+        key = kv.key.decode()
+        try:
+            services.append(parse_service(key, kv.value))
+        except LayoutError:
+            bad.append(key)
+    return services, bad
+
+
 def _collect(
-    report: DiscoveryReport, kvs: Sequence[Any], prefix: str, service: str | None
+    report: DiscoveryReport, kvs: Sequence[Any], prefix: str, wanted: str | None
 ) -> list[Entry]:
     entries = []
     for kv in kvs:
         key = kv.key.decode()
-        e, problem = _entry(
-            key,
-            kv.value,
-            kv.lease,
-            kv.version,
-            kv.mod_revision,
-            prefix,
-        )
-        if service is not None and e.service != f"_{service}":
+        e, problem = _entry(key, kv.value, kv.lease, kv.version, kv.mod_revision, prefix)
+        if wanted is not None and (e.service or "").lower() != wanted:
             continue
+        if e.record is not None and not e.record.host and e.record.text:
+            continue  # a TXT record: CoreDNS serves it without a host; not a registration
         report.registrations += 1
         if problem:
             report.add("error", "malformed-record", problem, key)
             continue
         entries.append(e)
     return entries
-
-
-def _expected_weights(entries: Sequence[Entry]) -> dict[str, int]:
-    """SRV weights as CoreDNS serves them: rescaled per priority to floor(100*w/sum), min 1.
-
-    A weight of 0 counts as 100. Comparing raw etcd weights with DNS answers
-    would flag every healthy multi-instance service.
-    """
-    groups: dict[tuple[str, str | None, int], list[Entry]] = {}
-    for e in entries:
-        if e.record is not None and e.service is not None:
-            parent = e.name.split(".", 1)[1]  # the SRV owner: _svc._tcp.zone
-            groups.setdefault((parent, e.proto, e.record.priority), []).append(e)
-    expected: dict[str, int] = {}
-    for members in groups.values():
-        total = sum((m.record.weight if m.record else 0) or 100 for m in members)
-        for m in members:
-            w = (m.record.weight if m.record else 0) or 100
-            expected[m.key] = max(1, (100 * w) // total)
-    return expected
 
 
 def _lease_ttls(client: Any, entries: Sequence[Entry]) -> dict[int, int]:
@@ -226,7 +226,7 @@ def _check_history(report: DiscoveryReport, client: Any, entries: Sequence[Entry
                 break
             kv = past.kvs[0]
             try:
-                rec = Record.from_json(kv.value, e.key)
+                rec = parse_service(e.key, kv.value)
                 seen.add((rec.host, rec.port))
             except LayoutError:
                 pass
@@ -246,24 +246,14 @@ def _check_history(report: DiscoveryReport, client: Any, entries: Sequence[Entry
 def _check_entry(
     report: DiscoveryReport,
     e: Entry,
-    zones: Sequence[str],
-    resolvers: Mapping[str, Resolver],
+    checker: DnsChecker,
     leases: Mapping[int, int],
-    weights: Mapping[str, int],
     check_endpoints: bool,
     certs: Path | None,
     timeout: float,
 ) -> None:
     assert e.record is not None
     rec = e.record
-    zone = _zone_of(e.name, zones)
-    if zone is None:
-        report.add(
-            "warning",
-            "outside-zone",
-            f"{e.name}: not in any zone served ({', '.join(zones)}); DNS will not answer it",
-            e.key,
-        )
     if not e.lease:
         report.add(
             "warning",
@@ -271,25 +261,25 @@ def _check_entry(
             f"{e.name}: written without an etcd lease; it stays after its registrant dies",
             e.key,
         )
-    elif e.lease in leases and rec.ttl > leases[e.lease]:
+    if rec.port and e.service is not None and e.proto is None:
+        report.add("error", "no-proto-label", _no_proto_message(e), e.key)
+    served_ttl = checker.check(Subject(e.key, e.name, e.owner, rec.host))
+    lease_ttl = leases.get(e.lease) if e.lease else None
+    if lease_ttl is not None and served_ttl is not None and served_ttl > lease_ttl:
         report.add(
             "warning",
             "ttl-exceeds-lease",
-            f"{e.name}: DNS TTL {rec.ttl}s is longer than its lease ({leases[e.lease]}s); "
-            "resolvers will serve it after it is gone",
+            f"{e.name}: DNS serves it with TTL {served_ttl}s, longer than its {lease_ttl}s "
+            "lease; resolvers may keep it after it is gone",
             e.key,
         )
-    if rec.port and e.proto is None:
+    elif lease_ttl is not None and rec.ttl > lease_ttl:  # masked here, e.g. by a short cache
         report.add(
-            "error",
-            "no-proto-label",
-            f"{e.name}: has a port but no _tcp/_udp label in its key, so no SRV query "
-            f"({e.service or '_service'}._tcp.{zone or zones[0]}) can match it",
+            "warning",
+            "ttl-exceeds-lease",
+            f"{e.name}: its ttl {rec.ttl}s is longer than its lease ({lease_ttl}s); "
+            "resolvers may serve it after it is gone",
             e.key,
-        )
-    if zone is not None and e.service is not None and e.proto is not None:
-        _check_dns(
-            report, e, zone, resolvers[zone], weights.get(e.key, rec.weight), leases.get(e.lease)
         )
     if check_endpoints and rec.port:
         p = probe(rec.host, rec.port, timeout=timeout, certs=certs)
@@ -301,66 +291,14 @@ def _check_entry(
             report.add("info", "health-unchecked", f"{e.name}: {p.detail}", e.key)
 
 
-def _check_dns(
-    report: DiscoveryReport,
-    e: Entry,
-    zone: str,
-    resolver: Resolver,
-    weight: int,
-    lease_ttl: int | None,
-) -> None:
-    assert e.record is not None and e.service is not None and e.proto is not None
-    service = e.service.removeprefix("_")
-    resolver.proto = e.proto
-    try:
-        endpoints = resolver.lookup_srv(service)
-    except Exception as exc:
-        report.add("error", "dns-failure", f"{e.name}: SRV query failed: {exc}", e.key)
-        return
-    target = e.name.rstrip(".") + "."
-    mine = [ep for ep in endpoints if ep.target.lower() == target.lower()]
-    if not mine:
-        report.add(
-            "error",
-            "not-in-dns",
-            f"{e.name}: registered in etcd but absent from the SRV answer for "
-            f"_{service}.{e.proto}.{zone}",
-            e.key,
-        )
-        return
-    rec = e.record
-    ep = mine[0]
-    diffs = [
-        f"{what} {dns_v} != etcd {etcd_v}"
-        for what, dns_v, etcd_v in (
-            ("port", ep.port, rec.port),
-            ("priority", ep.priority, rec.priority),
-            ("weight", ep.weight, weight),
-        )
-        if dns_v != etcd_v
-    ]
-    if rec.host != ep.host and _is_ip(rec.host):
-        diffs.insert(0, f"host {ep.host} != etcd {rec.host}")
-    if diffs:
-        report.add("error", "dns-disagrees", f"{e.name}: DNS answers {'; '.join(diffs)}", e.key)
-    if lease_ttl is not None and ep.ttl > lease_ttl:
-        report.add(
-            "warning",
-            "ttl-exceeds-lease",
-            f"{e.name}: DNS serves it with TTL {ep.ttl}s, longer than its {lease_ttl}s "
-            "lease; resolvers may keep it after it is gone",
-            e.key,
-        )
-
-
-def _is_ip(host: str) -> bool:
-    import ipaddress
-
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        return False
+def _no_proto_message(e: Entry) -> str:
+    labels = e.name.split(".")
+    i = labels.index(e.service) if e.service in labels else 0
+    owner = ".".join([labels[i], "_tcp", *labels[i + 1 :]])
+    return (
+        f"{e.name}: has a port but no _tcp/_udp label in its key, so no SRV query "
+        f"({owner}) can match it; its clients' SRV lookups find nothing"
+    )
 
 
 def _check_fallback(

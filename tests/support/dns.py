@@ -61,6 +61,32 @@ class DnsStack:
             cmd, check=True, capture_output=True, text=True, env=env, timeout=10
         ).stdout
 
+    def etcdctl_put(self, key: str, record: Mapping[str, Any], lease: str | None = None) -> str:
+        """Plant a record with etcdctl, the independent writer; `lease` from etcdctl_lease."""
+        self.etcdctl("put", *([f"--lease={lease}"] if lease else []), key, json.dumps(dict(record)))
+        return key
+
+    def etcdctl_lease(self, ttl: int) -> str:
+        """`etcdctl lease grant`: the lease ID in hex, as `put --lease` takes it."""
+        out = self.etcdctl("lease", "grant", str(ttl))  # "lease 694d... granted with TTL(60s)"
+        words = out.split()
+        if len(words) < 2 or words[0] != "lease":
+            raise RuntimeError(f"etcdctl lease grant: unexpected output {out!r}")
+        return words[1]
+
+    def dig(self, name: str, rdtype: str) -> tuple[str, list[str]]:
+        """A second reading of what DNS serves: `dig`'s status and its answer records."""
+        host, port = self.coredns.address
+        out = subprocess.run(
+            ["dig", f"@{host}", "-p", str(port), "+norecurse", "+time=2", "+tries=1",
+             "+noall", "+comments", "+answer", name, rdtype],
+            check=True, capture_output=True, text=True, timeout=10,
+        ).stdout  # fmt: skip
+        heads = [ln for ln in out.splitlines() if "status:" in ln]
+        status = heads[0].split("status:")[1].split(",")[0].strip() if heads else ""
+        answer = [ln for ln in out.splitlines() if ln and not ln.startswith(";")]
+        return status, answer
+
     def query(
         self,
         name: str,
