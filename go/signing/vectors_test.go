@@ -32,11 +32,12 @@ type vectorFile struct {
 		Signature  string `json:"signature"`
 	} `json:"sign"`
 	Verify []struct {
-		Name     string            `json:"name"`
-		Valid    bool              `json:"valid"`
-		Method   string            `json:"method"`
-		BodyHex  string            `json:"body_hex"`
-		Metadata map[string]string `json:"metadata"`
+		Name      string            `json:"name"`
+		Valid     bool              `json:"valid"`
+		AgentName string            `json:"agent_name"` // v2: the receiving agent
+		Method    string            `json:"method"`
+		BodyHex   string            `json:"body_hex"`
+		Metadata  map[string]string `json:"metadata"`
 	} `json:"verify"`
 	Malformed []struct {
 		Name  string  `json:"name"`
@@ -116,6 +117,8 @@ func check(t *testing.T, file string) {
 			if ok {
 				_, known := v.Keys[h.KeyID]
 				ok = known && signing.Matches(v.Scheme, secret(t, v, h.KeyID), c.Method, unhex(t, c.BodyHex), h)
+				// v2: a signature is valid only at the agent it names.
+				ok = ok && (v.Scheme != signing.SchemeV2 || h.Audience == c.AgentName)
 			}
 			if ok != c.Valid {
 				t.Fatalf("valid=%v, want %v (parse error: %v)", ok, c.Valid, err)
@@ -145,3 +148,5 @@ func check(t *testing.T, file string) {
 }
 
 func TestVectorsV1(t *testing.T) { check(t, "hmac-v1.json") }
+
+func TestVectorsV2(t *testing.T) { check(t, "hmac-v2.json") }
