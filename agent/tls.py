@@ -18,6 +18,8 @@ from pathlib import Path
 
 import grpc
 
+from shakedown.secretfile import SecretFileError, read_secret
+
 log = logging.getLogger("shakedown.agent.tls")
 
 
@@ -34,9 +36,12 @@ def _mtime(path: Path | None) -> float | None:
         return None
 
 
-def _read(path: Path, flag: str) -> bytes:
+def _read(path: Path, flag: str, secret: bool = False) -> bytes:
     try:
-        return path.read_bytes()
+        # A private key others can read is refused, as ssh does (shakedown.secretfile).
+        return read_secret(path, f"{flag} private key") if secret else path.read_bytes()
+    except SecretFileError as exc:
+        raise TlsConfigError(str(exc)) from None
     except OSError as exc:
         raise TlsConfigError(f"{flag} {path}: {exc.strerror}") from None
 
@@ -70,7 +75,7 @@ class CertStore:
         stamp = self._stamp()
         ca = _read(self.ca_path, "--ca")
         cert = _read(self.cert_path, "--cert")
-        key = _read(self.key_path, "--key")
+        key = _read(self.key_path, "--key", secret=True)
         for blob, flag, marker in (
             (ca, "--ca", b"CERTIFICATE"),
             (cert, "--cert", b"CERTIFICATE"),

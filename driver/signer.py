@@ -1,4 +1,7 @@
-"""Client interceptor that HMAC-signs every call (scheme v1, ``shakedown.signing``).
+"""Client interceptor that HMAC-signs every call (scheme v2, ``shakedown.signing``).
+
+Every signature names its audience, the agent it is meant for, so the agent
+refuses it if it is replayed to another one (driver/agentname.py finds the name).
 
 The signature must cover the exact bytes on the wire, so the client builds its
 multicallables without a request serializer and hands us already-serialized
@@ -32,11 +35,17 @@ class CallDetails(_CallDetails, grpc.ClientCallDetails):
 
 
 class SigningInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
-    def __init__(self, key_id: str, secret: bytes, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, key_id: str, secret: bytes, *, audience: str | Callable[[], str],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         if not signing.KEY_ID_RE.match(key_id):
             raise ValueError(f"key id {key_id!r}: must match {signing.KEY_ID_RE.pattern}")
+        if isinstance(audience, str):
+            signing.check_audience(audience)
         self._key_id = key_id
         self._secret = secret
+        self._audience = audience
         self._clock = clock
 
     def _signed(self, details: grpc.ClientCallDetails, request: object) -> CallDetails:
@@ -50,8 +59,10 @@ class SigningInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClien
         method = details.method
         if isinstance(method, bytes):
             method = method.decode("ascii")
+        audience = self._audience if isinstance(self._audience, str) else self._audience()
         headers = signing.sign(
-            self._key_id, self._secret, method, request, timestamp=int(self._clock())
+            self._key_id, self._secret, method, request, audience=audience,
+            timestamp=int(self._clock()),
         )
         metadata = [
             (k, v) for k, v in (details.metadata or ()) if k not in signing.METADATA_KEYS
