@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import grpc
 from shakedown.secretfile import SecretFileError, read_secret
 
 log = logging.getLogger("shakedown.agent.tls")
+CRL_CHECK_INTERVAL = 0.25  # seconds
 
 
 class TlsConfigError(ValueError):
@@ -64,6 +66,7 @@ class CertStore:
         self._crl_stamp: float | None = None
         self._revoked: frozenset[int] = frozenset()
         self._revoked_cache: dict[bytes, bool] = {}
+        self._crl_checked, self._crl_failed = time.monotonic(), False
         self._refresh_crl()
 
     # -- certificates ---------------------------------------------------------
@@ -159,10 +162,20 @@ class CertStore:
         return frozenset(entry.serial_number for entry in crl)
 
     def is_revoked(self, peer_cert_pem: bytes) -> bool:
-        """True when the peer's certificate serial is on the current CRL."""
+        """True when the peer's certificate serial is on the current CRL.
+
+        The CRL file is stat()ed at most every CRL_CHECK_INTERVAL (a stat per
+        call was a measurable share of a signed call), so a revocation takes
+        effect within that; after a failed load it is re-read on every call,
+        so an unreadable CRL keeps failing closed.
+        """
         if self.crl_path is None:
             return False
-        self._refresh_crl()
+        now = time.monotonic()
+        if self._crl_failed or now - self._crl_checked >= CRL_CHECK_INTERVAL:
+            self._crl_failed = True
+            self._refresh_crl()
+            self._crl_failed, self._crl_checked = False, now
         if not self._revoked:
             return False
         digest = hashlib.sha256(peer_cert_pem).digest()

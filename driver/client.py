@@ -1,6 +1,6 @@
 """``AgentClient``: the synchronous, typed client of one node agent.
 
-Every call runs over mutual TLS, is HMAC-signed by ``SigningInterceptor`` and
+Every call runs over mutual TLS, is HMAC-signed (scheme v2, ``RequestSigner``) and
 has a deadline. Failures surface as ``shakedown.errors`` types (``NotFound``,
 ``PolicyError``, ``AuthError``, ``Unavailable`` ...), never as ``grpc.RpcError``.
 
@@ -26,7 +26,7 @@ import grpc
 from google.protobuf.message import Message
 
 from driver import agentname
-from driver.signer import SigningInterceptor
+from driver.signer import RequestSigner
 from driver.streams import LogStream, Stream
 from driver.types import (
     Container,
@@ -152,18 +152,17 @@ class AgentClient:
         self.retries = max(0, retries)
         self.audience = audience
         self._raw_channel = channel
-        self._channel = grpc.intercept_channel(
-            channel, SigningInterceptor(key_id, secret, audience=audience))
+        self._signer = RequestSigner(key_id, secret, audience=audience)
         # request_serializer=None: the signer must see (and sign) the wire bytes.
         self._unary = {
-            name: self._channel.unary_unary(
+            name: channel.unary_unary(
                 f"/{SERVICE}/{name}", request_serializer=None,
                 response_deserializer=resp.FromString,
             )
             for name, resp in _RESPONSES.items()
         }
         self._stream = {
-            name: self._channel.unary_stream(
+            name: channel.unary_stream(
                 f"/{SERVICE}/{name}", request_serializer=None,
                 response_deserializer=resp.FromString,
             )
@@ -232,7 +231,9 @@ class AgentClient:
         while True:
             remaining = max(deadline - time.monotonic(), 0.001)
             try:
-                return self._unary[method](body, timeout=remaining)
+                # Signed per attempt: a retry gets its own timestamp and nonce.
+                md = self._signer.metadata(f"/{SERVICE}/{method}", body)
+                return self._unary[method](body, timeout=remaining, metadata=md)
             except grpc.RpcError as err:
                 if retry and attempt < self.retries and err.code() == grpc.StatusCode.UNAVAILABLE:
                     delay = backoff_delay(attempt)
@@ -248,7 +249,9 @@ class AgentClient:
 
     def _open_stream(self, method: str, request: Message, timeout: float | None,
                      convert: Callable[[Any], T], kind: type[Stream[T]]) -> Stream[T]:
-        call = self._stream[method](request.SerializeToString(), timeout=timeout)
+        body = request.SerializeToString()
+        call = self._stream[method](body, timeout=timeout,
+                                    metadata=self._signer.metadata(f"/{SERVICE}/{method}", body))
         return kind(call, convert, lambda err: self._error(err, method))
 
     def close(self) -> None:

@@ -123,7 +123,7 @@ def _canonical(
 
 
 def compute_signature(secret: bytes, canonical: bytes) -> str:
-    return hmac.new(secret, canonical, hashlib.sha256).hexdigest()
+    return hmac.digest(secret, canonical, "sha256").hex()  # the one-shot C path
 
 
 def new_nonce() -> str:
@@ -157,7 +157,7 @@ def parse_metadata(
     items = metadata.items() if isinstance(metadata, Mapping) else metadata
     found: dict[str, str] = {}
     for key, value in items:
-        if key not in METADATA_KEYS:
+        if not key.startswith("x-shakedown-") or key not in METADATA_KEYS:
             continue
         if key in found:
             raise SignatureFormatError(f"{key}: sent more than once")
