@@ -171,9 +171,10 @@ def build():
 
 
 # ----------------------------------------------------------------- scheme v2
-# v2 inserts the audience (the agent's name) as the third line. A verifier
-# accepts a v2 case only if the signature matches AND the audience header
-# equals its own name ("agent_name" in each verify case).
+# v2 inserts the audience (the agent's name) as the third line. "verify" cases
+# are about the signature alone (the headers parse as v2, audience required,
+# and the MAC matches), as for v1. "audience" cases all carry a valid
+# signature: an agent accepts one only if the audience equals its own name.
 
 LONG_NAME = "a" + "b-c.d_e" * 8 + "f" * 6  # 63 characters: the longest agent name
 assert len(LONG_NAME) == 63
@@ -282,6 +283,7 @@ def build_v2():
         },
         "sign": [],
         "verify": [],
+        "audience": [],
         "malformed": [],
     }
     for name, kid, aud, method, ts, nonce, body in SIGN_CASES_V2:
@@ -313,7 +315,6 @@ def build_v2():
         nonce=nonce0,
         signature=good,
         audience="n1",
-        agent_name="n1",
     ):
         md = {
             "x-shakedown-key-id": key_id,
@@ -327,7 +328,6 @@ def build_v2():
             {
                 "name": name,
                 "valid": valid,
-                "agent_name": agent_name,
                 "method": method,
                 "body_hex": body.hex(),
                 "metadata": md,
@@ -335,9 +335,8 @@ def build_v2():
         )
 
     v("valid", True)
-    v("replayed to another agent (audience n1, agent n2)", False, agent_name="n2")
-    v("audience header rewritten to the receiving agent", False, audience="n2", agent_name="n2")
-    v("audience differs only in case", False, audience="N1", agent_name="N1")
+    v("audience header rewritten (signed for n1, header n2)", False, audience="n2")
+    v("audience header differs only in case (signed for n1, header N1)", False, audience="N1")
     v("v1 signature offered with an audience header", False, signature=v1_sig)
     v("audience header stripped (not a v2 request)", False, audience=None)
     v("tampered body (one byte flipped)", False, body=CREATE_BODY[:-1] + b"\x00")
@@ -351,9 +350,36 @@ def build_v2():
         "valid for the longest agent name",
         True,
         audience=LONG_NAME,
-        agent_name=LONG_NAME,
         signature=sig_v2("driver-k1", LONG_NAME, CREATE, 1767225600, nonce0, CREATE_BODY),
     )
+
+    def a(name, accept, audience, agent_name):
+        doc["audience"].append(
+            {
+                "name": name,
+                "accept": accept,
+                "agent_name": agent_name,
+                "method": CREATE,
+                "body_hex": CREATE_BODY.hex(),
+                "metadata": {
+                    "x-shakedown-key-id": "driver-k1",
+                    "x-shakedown-audience": audience,
+                    "x-shakedown-timestamp": "1767225600",
+                    "x-shakedown-nonce": nonce0,
+                    "x-shakedown-signature": sig_v2(
+                        "driver-k1", audience, CREATE, 1767225600, nonce0, CREATE_BODY
+                    ),
+                },
+            }
+        )
+
+    a("received by the agent it names", True, "n1", "n1")
+    a("replayed to another agent (signed for n1, received by n2)", False, "n1", "n2")
+    a("agent name differs only in case (signed for N1, received by n1)", False, "N1", "n1")
+    a("agent name is a prefix (signed for n1, received by n10)", False, "n1", "n10")
+    a("dotted name vs its first label", False, "node-1.rack_2.example", "node-1")
+    a("longest agent name, received by itself", True, LONG_NAME, LONG_NAME)
+    a("longest agent name, received by it minus one character", False, LONG_NAME, LONG_NAME[:-1])
     m = doc["malformed"]
     aud = "x-shakedown-audience"
     m.append({"name": "audience empty", "field": aud, "value": ""})
