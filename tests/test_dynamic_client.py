@@ -83,7 +83,7 @@ def test_bad_input_never_reaches_the_server() -> None:
         with pytest.raises(InvalidArgument) as err:
             c.call("wkt.v1.ProbeService/Echo", {"tss": "x"})
         assert err.value.field == "data.tss" and "ts" in str(err.value)
-        with pytest.raises(InvalidArgument, match="ts field.*timestamp"):
+        with pytest.raises(InvalidArgument, match=r"ts field.*timestamp"):
             c.call("wkt.v1.ProbeService/Echo", {"ts": "yesterday"})
         assert srv.calls == []
 
