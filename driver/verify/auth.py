@@ -22,6 +22,7 @@ from pathlib import Path
 
 import grpc
 
+from driver import agentname
 from shakedown import keyring as keyring_mod
 from shakedown import signing
 from shakedown.pkilayout import PkiDir, load_principals
@@ -162,6 +163,7 @@ def verify_auth(
     ca: Path | None = None,
     cert: Path | None = None,
     key: Path | None = None,
+    agent_name: str | None = None,
 ) -> AuthReport:
     """Run the authentication matrix against ``target``; returns every case's verdict."""
     pki = PkiDir(Path(certs))
@@ -174,6 +176,10 @@ def verify_auth(
     signing_key = ring.signing_key(principal) if ring else None
     probe = AGENT_PROBE if ring else HEALTH_PROBE
     prober = _Prober(target, ca_pem, server_name, timeout)
+    # HMAC v2 names the agent: given, else its certificate's CN (one handshake, when first needed).
+    audience = agentname.Audience(agentname.choose(agent_name, None), lambda: agentname.peer_name(
+        target, ca=ca_pem, cert=good.cert_pem or b"", key=good.key_pem or b"",
+        server_name=server_name, timeout=timeout))
     report = AuthReport(target)
 
     def signed(
@@ -193,6 +199,7 @@ def verify_auth(
             secret or signing_key.secret,
             sign_method or method,
             body if sign_body is None else sign_body,
+            audience=audience(),
             timestamp=ts,
         )
         return list(headers.metadata())
@@ -288,7 +295,8 @@ def verify_auth(
         with contextlib.suppress(keyring_mod.KeyringError):
             own = ring.signing_key(who)
         assert own is not None
-        md = signing.sign(own.id, own.secret, MUTATING_PROBE, MUTATING_BODY).metadata()
+        md = signing.sign(own.id, own.secret, MUTATING_PROBE, MUTATING_BODY,
+                          audience=audience()).metadata()
         return prober.call(ident, MUTATING_PROBE, MUTATING_BODY, list(md))
 
     run("role may not mutate (observer kills a container)", "mtls", "reject", wrong_role)
