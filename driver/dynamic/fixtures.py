@@ -18,6 +18,7 @@ from driver.dynamic.client import DynamicClient, Tls
 
 @pytest.fixture()
 def dynamic_client(shakedown_env: Any) -> Iterator[Callable[..., DynamicClient]]:
+    from driver import agentname
     from driver.dynamic.signing import agent_signer
 
     made: list[DynamicClient] = []
@@ -30,8 +31,16 @@ def dynamic_client(shakedown_env: Any) -> Iterator[Callable[..., DynamicClient]]
         address = node.address if is_node else target
         tls = None if plaintext else Tls.from_files(node.ca_path, node.cert_path, node.key_path,
                                                     server_name or node.server_name)
-        signer = agent_signer(node.keys, node.principal) if (is_node if sign is None
-                                                             else sign) else None
+        signed = is_node if sign is None else sign
+        # A node signs for its own name; another target for the CN of its certificate.
+        def peer() -> str:
+            if tls is None or tls.cert is None or tls.key is None:
+                raise ValueError(f"{target}: signing needs TLS to learn the agent's name")
+            return agentname.peer_name(address, ca=tls.ca, cert=tls.cert, key=tls.key,
+                                       server_name=tls.server_name)
+
+        audience: Any = node.name if is_node else agentname.Audience(None, peer)
+        signer = agent_signer(node.keys, node.principal, audience=audience) if signed else None
         client = DynamicClient(address, tls, signer, timeout=timeout)
         made.append(client)
         return client

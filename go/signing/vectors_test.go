@@ -32,13 +32,21 @@ type vectorFile struct {
 		Signature  string `json:"signature"`
 	} `json:"sign"`
 	Verify []struct {
+		Name     string            `json:"name"`
+		Valid    bool              `json:"valid"`
+		Method   string            `json:"method"`
+		BodyHex  string            `json:"body_hex"`
+		Metadata map[string]string `json:"metadata"`
+	} `json:"verify"`
+	// v2: a valid signature is accepted only by the agent it names.
+	Audience []struct {
 		Name      string            `json:"name"`
-		Valid     bool              `json:"valid"`
-		AgentName string            `json:"agent_name"` // v2: the receiving agent
+		Accept    bool              `json:"accept"`
+		AgentName string            `json:"agent_name"`
 		Method    string            `json:"method"`
 		BodyHex   string            `json:"body_hex"`
 		Metadata  map[string]string `json:"metadata"`
-	} `json:"verify"`
+	} `json:"audience"`
 	Malformed []struct {
 		Name  string  `json:"name"`
 		Field string  `json:"field"`
@@ -117,11 +125,28 @@ func check(t *testing.T, file string) {
 			if ok {
 				_, known := v.Keys[h.KeyID]
 				ok = known && signing.Matches(v.Scheme, secret(t, v, h.KeyID), c.Method, unhex(t, c.BodyHex), h)
-				// v2: a signature is valid only at the agent it names.
-				ok = ok && (v.Scheme != signing.SchemeV2 || h.Audience == c.AgentName)
 			}
 			if ok != c.Valid {
 				t.Fatalf("valid=%v, want %v (parse error: %v)", ok, c.Valid, err)
+			}
+		})
+	}
+	if v.Scheme == signing.SchemeV2 && len(v.Audience) == 0 {
+		t.Fatalf("%s: no audience cases", file)
+	}
+	for _, c := range v.Audience {
+		t.Run("audience/"+c.Name, func(t *testing.T) {
+			get := func(k string) []string {
+				if val, ok := c.Metadata[k]; ok {
+					return []string{val}
+				}
+				return nil
+			}
+			h, err := signing.ParseHeaders(get, v.Scheme)
+			ok := err == nil && signing.Matches(v.Scheme, secret(t, v, h.KeyID), c.Method,
+				unhex(t, c.BodyHex), h) && h.Audience == c.AgentName
+			if ok != c.Accept {
+				t.Fatalf("accepted=%v by %q, want %v (parse error: %v)", ok, c.AgentName, c.Accept, err)
 			}
 		})
 	}
