@@ -26,9 +26,12 @@ SETTINGS_FRAME_TYPE = 4
 @dataclass(frozen=True, slots=True)
 class Handshake:
     # accepted: TLS done and the server spoke HTTP/2; refused: the server
-    # (or we) ended the handshake, `reason` says why; unreachable: no TCP.
+    # ended the handshake (or the connection), `reason` says why; untrusted:
+    # WE refused the server's certificate (says nothing about the server's
+    # checks); unreachable: no TCP.
     outcome: str
     reason: str
+    server_cn: str = ""  # the server certificate's CN, when the handshake got that far
 
 
 def _split(target: str) -> tuple[str, int]:
@@ -44,12 +47,22 @@ def _reason(exc: BaseException) -> str:
             if name.startswith(prefix):
                 return name.removeprefix(prefix).replace("_", " ").lower() + " (TLS alert)"
         if isinstance(exc, ssl.SSLCertVerificationError):
-            return f"server certificate not trusted: {exc.verify_message}"
+            return f"we do not trust the server certificate: {exc.verify_message}"
         if name:
             return name.replace("_", " ").lower()
     if isinstance(exc, ConnectionResetError | BrokenPipeError | EOFError):
         return "connection closed by the server during the handshake"
     return f"{type(exc).__name__}: {exc}"
+
+
+def _common_name(cert: object) -> str:
+    if not isinstance(cert, dict):
+        return ""
+    for rdn in cert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return ""
 
 
 def handshake(
@@ -83,6 +96,7 @@ def handshake(
             # Read before writing: a refusal is an alert followed by a close,
             # and bytes we sent after it make the server's kernel answer with
             # a reset that discards the unread alert.
+            cn = _common_name(tls.getpeercert())
             tls.settimeout(min(timeout, 1.0))
             try:
                 head = tls.recv(9)
@@ -99,10 +113,12 @@ def handshake(
                     return Handshake("refused", "connection closed by the server after TLS")
                 head += chunk
             if head[3] == SETTINGS_FRAME_TYPE:
-                return Handshake("accepted", "TLS and HTTP/2 accepted")
-            return Handshake("accepted", "TLS accepted (unexpected first HTTP/2 frame)")
+                return Handshake("accepted", "TLS and HTTP/2 accepted", cn)
+            return Handshake("accepted", "TLS accepted (unexpected first HTTP/2 frame)", cn)
     except TimeoutError:
         return Handshake("refused", f"no answer within {timeout:g}s")
+    except ssl.SSLCertVerificationError as exc:
+        return Handshake("untrusted", _reason(exc))
     except (ssl.SSLError, OSError) as exc:
         return Handshake("refused", _reason(exc))
     finally:
