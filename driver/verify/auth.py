@@ -237,11 +237,7 @@ def verify_auth(
     agent = probe is not None and probe.agent
     na = Observation(NOT_APPLICABLE, "", f"{target} serves no {AGENT_SERVICE}")
     if not agent:
-        listed = probe.services if probe is not None else None
-        report.not_applicable_reason = (
-            f"roles and HMAC signatures are Shakedown agent checks; {target} serves no "
-            f"{AGENT_SERVICE}" + (f" (reflection lists {', '.join(listed)})" if listed else "")
-        )
+        report.not_applicable_reason = f"no {AGENT_SERVICE} at {target} (role and HMAC checks)"
 
     def wrong_role() -> Observation | str:
         if not agent:

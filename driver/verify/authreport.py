@@ -136,7 +136,7 @@ def _probe_line(report: AuthReport) -> str:
     p = report.probe
     if p is None:
         return f"{report.target}: no probe method (the valid identity did not get through TLS)"
-    return f"{report.target}: probe {p.method}, {p.note}"
+    return f"{report.target}: probe {p.method} ({p.note})"
 
 
 def _summary(report: AuthReport) -> str:

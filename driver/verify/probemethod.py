@@ -25,7 +25,7 @@ from google.protobuf import descriptor, descriptor_pb2, json_format
 
 from driver.dynamic.descriptors import Descriptors
 from driver.dynamic.reflection import Reflection
-from driver.verify.verdicts import ACCEPTED, Observation
+from driver.verify.verdicts import ACCEPTED, REJECTED, Observation
 from shakedown.errors import ShakedownError
 
 AGENT_SERVICE = "shakedown.agent.v1.Agent"
@@ -121,13 +121,12 @@ def choose(
     services: tuple[str, ...] | None
     try:
         services = tuple(reflection.services())
-        why_not = ""
-    except ShakedownError as exc:
-        services, why_not = None, str(exc)
+    except ShakedownError:
+        services = None  # not served, or not to us: the fallbacks below decide
     agent = services is not None and AGENT_SERVICE in services
     if services is None and signed:
-        # No reflection: is it an agent anyway? Only it answers GetNodeInfo.
-        agent = valid(AGENT_PROBE, b"").code not in ("UNIMPLEMENTED", "UNREACHABLE", "TLS")
+        # No reflection: an agent anyway? Only one gets a valid signed GetNodeInfo through.
+        agent = valid(AGENT_PROBE, b"").result == ACCEPTED
 
     def made(name: str, body: bytes, source: str, note: str, req: dict[str, Any]) -> ProbeMethod:
         return ProbeMethod(name, body, source, note, req, services, agent)
@@ -137,10 +136,10 @@ def choose(
         body, req, note = _request(descs, name, data)
         return made(name, body, "--method", note, req)
     if agent and signed:
-        return made(AGENT_PROBE, b"", "agent", "a Shakedown agent: a signed read-only call", {})
+        return made(AGENT_PROBE, b"", "agent", "a Shakedown agent, signed read-only call", {})
     if agent:
         return made(
-            HEALTH_PROBE, b"", "health", "a Shakedown agent without --keys: its health service", {}
+            HEALTH_PROBE, b"", "health", "a Shakedown agent without --keys, its health service", {}
         )
     tried: list[str] = []
     if services is not None:
@@ -151,15 +150,15 @@ def choose(
                     _full(m),
                     b"",
                     "reflection",
-                    f"found through reflection; an empty {m.input_type.full_name}",
+                    f"found through reflection, empty {m.input_type.full_name} request",
                     {},
                 )
             tried.append(f"{_full(m)} ({got.code})")
     if services is not None and HEALTH_SERVICE in services:
         return made(HEALTH_PROBE, b"", "health", "the served health service" + _tried(tried), {})
-    if services is None and valid(HEALTH_PROBE, b"").code != "UNIMPLEMENTED":
-        return made(HEALTH_PROBE, b"", "health", f"no reflection ({why_not}); health is served", {})
-    what = f"no reflection ({why_not})" if services is None else "no usable method"
+    if services is None and valid(HEALTH_PROBE, b"").result in (ACCEPTED, REJECTED):
+        return made(HEALTH_PROBE, b"", "health", "no reflection, health is served", {})
+    what = "no reflection" if services is None else "no usable method"
     return made(
         HEALTH_PROBE,
         b"",
@@ -200,7 +199,7 @@ def _request(
                 f"--data: cannot build a request for --method {name}: reflection does not "
                 "describe it"
             )
-        return b"", {}, "named with --method; not described by reflection: an empty request"
+        return b"", {}, "named with --method, not described by reflection: empty request"
     if m.client_streaming or m.server_streaming:
         raise ValueError(f"--method {name}: a streaming method; name a unary one")
     msg = descs.message_class(m.input_type)()
@@ -209,4 +208,4 @@ def _request(
     except json_format.ParseError as exc:
         raise ValueError(f"--data: {m.input_type.full_name}: {exc}") from None
     req = json_format.MessageToDict(msg, preserving_proto_field_name=True)
-    return msg.SerializeToString(), req, f"named with --method; a {m.input_type.full_name}"
+    return msg.SerializeToString(), req, f"named with --method, {m.input_type.full_name} request"
