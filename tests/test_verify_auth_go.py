@@ -20,7 +20,7 @@ import pytest
 
 from driver.pki import revoke
 from tests.support.agentproc import PkiFixture, make_pki
-from tests.support.authserver import auth_test_server
+from tests.support.authserver import REPO, auth_test_server
 
 EMPTY_CALL = "/grpc.testing.TestService/EmptyCall"
 UNARY_CALL = "/grpc.testing.TestService/UnaryCall"
@@ -64,7 +64,7 @@ def verify(target: str, pki: PkiFixture, *extra: str) -> tuple[int, str, str]:
     proc = subprocess.run(
         [sys.executable, "-m", "driver.cli", "verify", "auth", "--target", target,
          "--certs", str(pki.root), "--timeout", "5", *extra],
-        capture_output=True, text=True, timeout=120, env=env,
+        capture_output=True, text=True, timeout=120, env=env, cwd=REPO,
     )  # fmt: skip
     assert not GRPC_CORE_LOG.search(proc.stderr), proc.stderr
     assert "TSI_DATA_CORRUPTED" not in proc.stdout + proc.stderr
@@ -289,3 +289,60 @@ def test_json_has_every_field(pki: PkiFixture, tmp_path: Path) -> None:
     assert set(report["probe"]) >= {"method", "source", "note", "request", "services"}
     assert set(report["summary"]) == {"pass", "FAIL", "inconclusive", "not applicable", "skip"}
     assert report["summary"]["pass"] == 7 and report["summary"]["not applicable"] == 10
+
+
+def _service(methods: list[tuple[str, str, bool, int]]) -> list[Any]:
+    """A service in a private pool: (name, input message, server-streaming, idempotency)."""
+    from google.protobuf import descriptor_pb2, descriptor_pool
+
+    fdp = descriptor_pb2.FileDescriptorProto(
+        name="vauth_rank.proto", package="vauth", syntax="proto2"
+    )
+    fdp.message_type.add(name="Nothing")
+    req = fdp.message_type.add(name="NeedsId")
+    req.field.add(
+        name="id", number=1, type=9, label=descriptor_pb2.FieldDescriptorProto.LABEL_REQUIRED
+    )
+    opt = fdp.message_type.add(name="Optional")
+    opt.field.add(name="n", number=1, type=5, label=1)
+    svc = fdp.service.add(name="Svc")
+    for name, inp, streaming, level in methods:
+        m = svc.method.add(name=name, input_type=f".vauth.{inp}", output_type=".vauth.Nothing",
+                           server_streaming=streaming)  # fmt: skip
+        if level:
+            m.options.idempotency_level = level  # type: ignore[assignment]
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fdp)
+    return list(pool.FindServiceByName("vauth.Svc").methods)
+
+
+def test_auto_discovery_picks_a_safe_empty_method() -> None:
+    from google.protobuf import descriptor_pb2
+
+    from driver.verify.probemethod import rank
+
+    no_side_effects = descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS
+    methods = _service([
+        ("DeleteAll", "Nothing", False, 0),      # sounds like a change: never auto-called
+        ("Watch", "Nothing", True, 0),           # streaming
+        ("Lookup", "NeedsId", False, 0),         # a required field: cannot be empty
+        ("Frobnicate", "Optional", False, 0),
+        ("Zap", "Nothing", False, 0),
+        ("GetStatus", "Nothing", False, 0),
+        ("Describe", "Optional", False, no_side_effects),
+    ])  # fmt: skip
+    assert [m.name for m in rank(methods)] == ["Describe", "GetStatus", "Zap", "Frobnicate"]
+
+
+def test_bad_method_and_data_are_usage_errors(pki: PkiFixture) -> None:
+    cases = [
+        (("--method", "not a method"), "--method 'not a method': want /package.Service/Method"),
+        (("--data", "{}"), "--data: needs --method"),
+        (("--method", EMPTY_CALL, "--data", "[1]"), "--data: must be a JSON object"),
+        (("--method", EMPTY_CALL, "--data", "{x"), "--data: not JSON"),
+        ((), "--target 'nohost': expected HOST:PORT"),
+    ]
+    for extra, message in cases:
+        target = "nohost" if not extra else "127.0.0.1:1"
+        code, out, err = verify(target, pki, *extra)
+        assert code == 2 and out == "" and message in err, (extra, err)

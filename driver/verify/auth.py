@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from driver.verify.authreport import AuthReport, Case
-from driver.verify.probemethod import AGENT_SERVICE, ProbeMethod, choose
+from driver.verify.probemethod import AGENT_SERVICE, ProbeMethod, choose, normalize
 from driver.verify.prober import Identity, Key, Prober
 from driver.verify.verdicts import (
     ACCEPTED,
@@ -89,6 +89,10 @@ def verify_auth(
     JSON-like dict); by default one is found (see driver.verify.probemethod).
     Raises ValueError for a bad ``method``/``data``.
     """
+    if method is not None:
+        method = normalize(method)
+    if data is not None and method is None:
+        raise ValueError("--data: needs --method (the method whose request it is)")
     pki = PkiDir(Path(certs))
     ca_pem = (ca or pki.ca_cert).read_bytes()
     good = Identity(
@@ -236,7 +240,9 @@ def verify_auth(
 
     agent = probe is not None and probe.agent
     na = Observation(NOT_APPLICABLE, "", f"{target} serves no {AGENT_SERVICE}")
-    if not agent:
+    if probe is None:  # whether it is an agent is unknown
+        na = Observation(SKIPPED, "", "not run: the valid identity got no further than TLS")
+    if not agent and probe is not None:
         report.not_applicable_reason = f"no {AGENT_SERVICE} at {target} (role and HMAC checks)"
 
     def wrong_role() -> Observation | str:

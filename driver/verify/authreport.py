@@ -135,7 +135,10 @@ def render_table(report: AuthReport, width: int = WIDTH) -> str:
 def _probe_line(report: AuthReport) -> str:
     p = report.probe
     if p is None:
-        return f"{report.target}: no probe method (the valid identity did not get through TLS)"
+        why = report.control.reason if report.control else "the valid identity got no connection"
+        return (
+            f"{report.target}: no probe method, the valid identity got no further than TLS: {why}"
+        )
     return f"{report.target}: probe {p.method} ({p.note})"
 
 

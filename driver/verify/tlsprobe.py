@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 SETTINGS_FRAME_TYPE = 4
+# gRPC core servers end a refused handshake without sending the alert.
+CLOSED_AFTER_TLS = "the server closed the connection after the TLS handshake, no alert"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +103,7 @@ def handshake(
             try:
                 head = tls.recv(9)
                 if not head:
-                    return Handshake("refused", "connection closed by the server after TLS")
+                    return Handshake("refused", CLOSED_AFTER_TLS)
             except TimeoutError:  # a server that waits for the client preface
                 head = b""
                 tls.settimeout(timeout)
@@ -110,7 +112,7 @@ def handshake(
             while len(head) < 9:
                 chunk = tls.recv(9 - len(head))
                 if not chunk:
-                    return Handshake("refused", "connection closed by the server after TLS")
+                    return Handshake("refused", CLOSED_AFTER_TLS)
                 head += chunk
             if head[3] == SETTINGS_FRAME_TYPE:
                 return Handshake("accepted", "TLS and HTTP/2 accepted", cn)
