@@ -115,7 +115,7 @@ def render_table(report: AuthReport, width: int = WIDTH) -> str:
         names = textwrap.wrap(c.name, name_w) or [""]
         # The verdict column already says "inconclusive": only the reason then.
         text = c.reason if c.result == c.verdict else c.observed
-        reasons = textwrap.wrap(text, reason_w, break_long_words=True) or [""]
+        reasons = textwrap.wrap(text, reason_w, break_on_hyphens=False) or [""]
         for i in range(max(len(names), len(reasons))):
             n = names[i] if i < len(names) else ""
             e = c.expected if i == 0 else ""
@@ -128,7 +128,9 @@ def render_table(report: AuthReport, width: int = WIDTH) -> str:
         lines += _wrap(f"not applicable ({len(na)}): {report.not_applicable_reason}", width)
         lines += _wrap(", ".join(na), width, indent="  ")
     lines.append("")
-    lines += _wrap(_summary(report), width)
+    head, tally = _summary(report)
+    lines += _wrap(head, width)
+    lines.append(tally)
     return "\n".join(lines)
 
 
@@ -142,7 +144,7 @@ def _probe_line(report: AuthReport) -> str:
     return f"{report.target}: probe {p.method} ({p.note})"
 
 
-def _summary(report: AuthReport) -> str:
+def _summary(report: AuthReport) -> tuple[str, str]:
     counts = {v: sum(c.verdict == v for c in report.cases) for v in VERDICTS}
     parts = [f"{counts[PASS]} pass"]
     for v, label in (
@@ -167,7 +169,7 @@ def _summary(report: AuthReport) -> str:
         head = f"{len(report.failures)} case(s) FAILED"
     else:
         head = "every case as expected"
-    return f"{head}. {tally}. exit {report.exit_code}"
+    return head, f"{tally}; exit {report.exit_code}"
 
 
 def _wrap(text: str, width: int, indent: str = "") -> list[str]:
