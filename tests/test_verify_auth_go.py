@@ -346,3 +346,17 @@ def test_bad_method_and_data_are_usage_errors(pki: PkiFixture) -> None:
         target = "nohost" if not extra else "127.0.0.1:1"
         code, out, err = verify(target, pki, *extra)
         assert code == 2 and out == "" and message in err, (extra, err)
+
+
+def test_a_server_we_do_not_trust_proves_nothing(pki: PkiFixture, tmp_path: Path) -> None:
+    """Our own refusal of the server's certificate is not the server refusing a client."""
+    with auth_test_server(pki.root, "srv", tmp_path, allow="", crl=pki.root / "crl.pem") as t:
+        code, report = verify_json(t, pki, "--server-name", "elsewhere")
+    assert code == 2
+    cases = by_name(report)
+    assert cases["plaintext (no TLS)"]["verdict"] == "pass"  # no certificate involved
+    for name in MTLS[2:]:
+        c = cases[name]
+        assert (c["verdict"], c["code"]) == ("inconclusive", "TLS"), c
+        assert "we do not trust the server certificate" in c["reason"], c
+    assert cases["valid certificate"]["verdict"] == "inconclusive"
