@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
-
-from shakedown.errors import ShakedownError
 
 GROUPS = ("agent", "certs", "keys", "discover", "env", "verify", "grpc")
 
@@ -30,14 +29,47 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shakedown",
         description="End-to-end and fault-injection test driver for distributed container systems.",
+        epilog="exit codes: 0 success, 1 a failed call or check, 2 a usage error, "
+        "3 an image that could not be pulled (agent run)",
     )
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
     for name in GROUPS:
         importlib.import_module(f"driver.cli.{name}").register(sub)
     return parser
 
 
+class _VersionAction(argparse.Action):
+    """`--version`, reading the installed version only when asked (importlib.metadata is slow)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kw: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        print(f"shakedown {_version()}")
+        parser.exit(0)
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("shakedown")
+    except metadata.PackageNotFoundError:  # running from a source tree
+        return "0.1.0"
+
+
+def quiet_grpc_core() -> None:
+    """Keep gRPC core's own stderr lines (``E0000 ...``) out of our output.
+
+    Read once when grpc is first imported, so this runs before any import of it;
+    a value the user set is theirs to keep.
+    """
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    quiet_grpc_core()
     parser = build_parser()
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
@@ -49,11 +81,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         print(f"shakedown: {exc}", file=sys.stderr)
         return exc.exit_code
-    except ShakedownError as exc:
-        print(f"shakedown: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        from shakedown.errors import ShakedownError  # imports grpc: only when it is needed
+
+        if not isinstance(exc, ShakedownError):
+            raise
+        print(f"shakedown: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
