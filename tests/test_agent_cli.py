@@ -246,3 +246,33 @@ def test_run_session_labels_are_truthful_and_ttl_reaps(cli: Cli, busybox_image: 
     assert "--ttl 0: must be at least 1" in cli.last_err
     cli("run", "--ttl", "5", "--session", session_name, busybox_image, code=2)
     assert "that session is persistent" in cli.last_err
+
+
+def _python(code: str, **env: str) -> str:
+    import os
+    import subprocess
+    import sys
+
+    clean = {k: v for k, v in os.environ.items() if k != "GRPC_VERBOSITY"}
+    return subprocess.run([sys.executable, "-c", code], env={**clean, **env},
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_grpc_core_logging_is_off_in_both_entry_points_unless_the_user_set_it() -> None:
+    # Both set GRPC_VERBOSITY before grpc is first imported (gRPC core reads it then).
+    driver = ("import sys, os, driver.cli; driver.cli.quiet_grpc_core(); "
+              "print('grpc' in sys.modules, os.environ['GRPC_VERBOSITY'])")
+    assert _python(driver) == "False NONE"
+    assert _python(driver, GRPC_VERBOSITY="ERROR") == "False ERROR"
+    agent = "import os, agent.cli; print(os.environ['GRPC_VERBOSITY'])"
+    assert _python(agent) == "NONE"
+    assert _python(agent, GRPC_VERBOSITY="DEBUG") == "DEBUG"
+
+
+def test_help_imports_no_heavy_dependency() -> None:
+    code = ("import sys, contextlib, io, driver.cli\n"
+            "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+            "    driver.cli.main(['--help'])\n"
+            "print(sorted(m for m in ('grpc', 'docker', 'cryptography', 'google.protobuf',"
+            " 'shakedown.agent.v1.agent_pb2') if m in sys.modules))")
+    assert _python(code) == "[]"
