@@ -276,3 +276,14 @@ def test_help_imports_no_heavy_dependency() -> None:
             "print(sorted(m for m in ('grpc', 'docker', 'cryptography', 'google.protobuf',"
             " 'shakedown.agent.v1.agent_pb2') if m in sys.modules))")
     assert _python(code) == "[]"
+
+
+def test_group_stand_ins_match_what_each_group_registers() -> None:
+    import argparse
+
+    from driver.cli import GROUP_HELP, build_parser
+
+    full = build_parser()  # every group built in full
+    (sub,) = [a for a in full._actions if isinstance(a, argparse._SubParsersAction)]
+    helps = {c.dest: c.help for c in sub._choices_actions}
+    assert helps == GROUP_HELP
