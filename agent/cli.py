@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from agent import __version__
+from agent import __version__, grpcenv  # noqa: F401  (grpcenv before any grpc import)
 from agent import log as agent_log
 from agent.config import AgentConfig, PolicyConfig
 from agent.registration import RegistrationConfig

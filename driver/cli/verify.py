@@ -11,7 +11,7 @@ from driver.cli import CliError
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
-        "verify", help="verify authentication (and, later, discovery) of a system"
+        "verify", help="verify the authentication or the discovery of a system"
     )
     vsub = parser.add_subparsers(dest="verify_command", metavar="WHAT", required=True)
     auth = vsub.add_parser(
