@@ -21,7 +21,7 @@ from driver.faults import FaultSpec, heal_all, heal_fault, inject_fault, list_fa
 from driver.session import SessionHandle
 from driver.types import Container, ContainerSpec
 from shakedown.errors import FailedPrecondition, InvalidArgument, PolicyError
-from tests.conftest import RUN_ID, RUN_LABEL
+from tests.conftest import RUN_ID
 from tests.support.agentproc import AgentProcess, wait_for
 
 pytestmark = pytest.mark.docker
@@ -49,8 +49,9 @@ def talks(client: AgentClient, src: Container, dst: Container) -> bool:
 
 def box(s: SessionHandle, network: str, tag: str, image: str,
         command: list[str] | None = None) -> Container:
+    # Managed, so scoped by this run's node label (io.shakedown.* keys are the agent's).
     spec = ContainerSpec(image, command or SERVE, name=f"t{RUN_ID}-{tag}-{uuid.uuid4().hex[:4]}",
-                         labels={RUN_LABEL: RUN_ID}, network=network)
+                         network=network)
     c = s.run(spec)
     return s.client.inspect(c)
 
@@ -236,26 +237,23 @@ def test_partition_is_gone_when_the_agent_restarts_after_a_sigkill(
         docker_client: docker.DockerClient) -> None:
     fresh_agent.start()
     with fresh_agent.client() as client:
+        # The containers' session is persistent: it (and they) outlive the agent.
         keep = client.open_session(ttl=30, persistent=True)
-        try:
-            net = keep.create_network(f"t{RUN_ID}-net-{uuid.uuid4().hex[:4]}").name
-            a, b = box(keep, net, "a", busybox_image), box(keep, net, "b", busybox_image)
-            before = {x.id: save(docker_client, x.id) for x in (a, b)}
-            with client.open_session(ttl=2) as short:
-                short.stop_keepalive()
-                fault = inject_fault(client, short, FaultSpec.partition(
-                    {a.name: [b.name], b.name: [a.name]}))
-                assert not talks(client, a, b)
-                assert fresh_agent.stop(signal.SIGKILL) == -signal.SIGKILL
-                killed = time.monotonic()
-                assert fault.chain in save(docker_client, a.id)  # outlived the agent
-                wait_for(lambda: time.monotonic() - killed > 2.5, 10, what="the TTL to pass")
-                fresh_agent.start()
-                # healed during start-up, before the agent served its first call
-                assert {x.id: save(docker_client, x.id) for x in (a, b)} == before
-                with fresh_agent.client() as again:
-                    assert list_faults(again) == []
-                    assert talks(again, a, b)
-                    keep.client = again
-        finally:
-            keep.close()
+        net = keep.create_network(f"t{RUN_ID}-net-{uuid.uuid4().hex[:4]}").name
+        a, b = box(keep, net, "a", busybox_image), box(keep, net, "b", busybox_image)
+        before = {x.id: save(docker_client, x.id) for x in (a, b)}
+        short = client.open_session(ttl=2, keepalive=False)
+        fault = inject_fault(client, short, FaultSpec.partition(
+            {a.name: [b.name], b.name: [a.name]}))
+        assert not talks(client, a, b)
+    assert fresh_agent.stop(signal.SIGKILL) == -signal.SIGKILL
+    killed = time.monotonic()
+    assert fault.chain in save(docker_client, a.id)  # the rules outlived the agent
+    wait_for(lambda: time.monotonic() - killed > 2.5, 10, what="the session's TTL to pass")
+    fresh_agent.start()
+    # Healed during start-up, before the agent served its first call.
+    assert {x.id: save(docker_client, x.id) for x in (a, b)} == before
+    with fresh_agent.client() as again:
+        assert list_faults(again) == []
+        assert talks(again, a, b)
+        again.close_session(keep.id)
