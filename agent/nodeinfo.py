@@ -64,6 +64,7 @@ def capabilities(cgroup_version: str = "") -> list[Capability]:
     tc = shutil.which("tc")
     caps.append(Capability("netem", bool(tc) and net_admin,
                            f"{tc} qdisc netem; {why}" if tc else "tc binary not found"))
+    caps.append(Capability("proxy", False, "no fault proxy in this agent yet"))
     caps.append(Capability("partition", netns_ok, "through iptables-netns" if netns_ok
                            else "needs iptables-netns"))
     caps.append(Capability("latency", bool(tc), f"{tc}; {why}" if tc else "tc binary not found"))

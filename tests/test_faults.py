@@ -140,6 +140,30 @@ def test_container_faults_are_recorded_and_heal(
         heal_fault(client, restarted)
 
 
+def test_node_info_reports_the_fault_mechanisms(client: AgentClient) -> None:
+    caps = {c.name: c for c in client.node_info().capabilities}
+    assert caps["iptables-netns"].available and "nsenter" in caps["iptables-netns"].detail
+    assert caps["partition"].available
+    assert not caps["proxy"].available and caps["proxy"].detail
+    assert "netem" in caps and caps["netem"].detail
+
+
+def test_closing_the_session_or_its_duration_heals_a_partition(
+        client: AgentClient, trio: tuple[SessionHandle, list[Container]],
+        docker_client: docker.DockerClient) -> None:
+    _, (a, b, c) = trio
+    before = save(docker_client, a.id)
+    with client.open_session(ttl=30) as other:
+        inject_fault(client, other, FaultSpec.partition({a.name: [b.name]}))
+        timed = inject_fault(client, other, FaultSpec.partition({a.name: [c.name]}, duration=1))
+        assert timed.expires_at is not None and not talks(client, a, c)
+        wait_for(lambda: talks(client, a, c), 1 + 5, what="the timed partition to heal")
+        assert [f.kind for f in list_faults(client, other)] == ["partition"]
+        assert not talks(client, a, b)
+    assert talks(client, a, b)  # the close healed it
+    assert save(docker_client, a.id) == before
+
+
 def test_observer_may_list_but_not_inject_or_heal(
         agent_proc: AgentProcess, client: AgentClient) -> None:
     with client.open_session(ttl=30) as s, agent_proc.client("viewer") as viewer:
