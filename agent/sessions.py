@@ -54,6 +54,8 @@ class SessionManager:
         self._last_sweep = 0.0
         # Heals a session's faults (agent/faults/manager.py) when it is closed or reaped.
         self.on_end: Callable[[str], Awaitable[object]] | None = None
+        # Sessions only the fault journal knows of (no labelled resource), for recovery.
+        self.recover_extra: Callable[[], builtins.list[SessionInfo]] | None = None
 
     # ------------------------------------------------------------ table
 
@@ -236,7 +238,10 @@ class SessionManager:
     async def _adopt_orphans(self, base: float) -> None:
         """Take in sessions that exist only as labels (after a restart, or a close/create race)."""
         self._last_sweep = self.clock()
-        for info in await self.runtime.recover():
+        infos = await self.runtime.recover()
+        if self.recover_extra is not None:
+            infos += self.recover_extra()
+        for info in infos:
             if info.id in self._sessions:
                 continue
             values = {f.name: getattr(info, f.name) for f in fields(SessionInfo)}

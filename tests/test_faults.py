@@ -281,3 +281,69 @@ def test_partition_is_gone_when_the_agent_restarts_after_a_sigkill(
         assert list_faults(again) == []
         assert talks(again, a, b)
         again.close_session(keep.id)
+
+
+def test_live_faults_outlive_an_agent_crash_and_their_timers_are_rearmed(
+        fresh_agent: AgentProcess, busybox_image: str,
+        docker_client: docker.DockerClient) -> None:
+    fresh_agent.start()
+    with fresh_agent.client() as client:
+        keep = client.open_session(ttl=30, persistent=True)
+        net = keep.create_network(f"t{RUN_ID}-net-{uuid.uuid4().hex[:4]}").name
+        a, b, c = (box(keep, net, n, busybox_image) for n in "abc")
+        before = save(docker_client, a.id)
+        # A nemesis session of its own: it owns no container, only its faults.
+        nemesis = client.open_session(ttl=30, keepalive=False)
+        held = inject_fault(client, nemesis, FaultSpec.partition({a.name: [b.name]}))
+        timed = inject_fault(client, nemesis, FaultSpec.partition({a.name: [c.name]},
+                                                                  duration=6))
+    assert fresh_agent.stop(signal.SIGKILL) == -signal.SIGKILL
+    fresh_agent.start()
+    with fresh_agent.client() as again:
+        assert again.keep_alive(nemesis.id).id == nemesis.id  # recovered from the journal
+        assert {f.id for f in list_faults(again, nemesis.id)} == {held.id, timed.id}
+        assert not talks(again, a, b) and not talks(again, a, c)
+        wait_for(lambda: [f.id for f in list_faults(again, nemesis.id)] == [held.id],
+                 6 + 5, what="the re-armed timer to heal the timed partition")
+        assert talks(again, a, c) and not talks(again, a, b)
+        assert again.close_session(nemesis.id) == 0  # its end heals the other
+        assert talks(again, a, b) and save(docker_client, a.id) == before
+        again.close_session(keep.id)
+
+
+def test_a_half_applied_fault_is_undone_at_start(
+        fresh_agent: AgentProcess, busybox_image: str,
+        docker_client: docker.DockerClient) -> None:
+    """An agent SIGKILLed between journaling a fault and finishing it: the next start
+    undoes whatever part was applied, even though the session is alive."""
+    from agent.faults.journal import Entry, Journal, Undo
+    from shakedown.agent.v1 import agent_pb2 as pb
+
+    fresh_agent.start()
+    with fresh_agent.client() as client:
+        keep = client.open_session(ttl=30, persistent=True)
+        net = keep.create_network(f"t{RUN_ID}-net-{uuid.uuid4().hex[:4]}").name
+        a, b = box(keep, net, "a", busybox_image), box(keep, net, "b", busybox_image)
+    assert fresh_agent.stop(signal.SIGKILL) == -signal.SIGKILL
+    before = save(docker_client, a.id)
+    chain, pid = "SD-0123456789ab", client_pid(docker_client, a.id)
+    batch = f"*filter\n:{chain} - [0:0]\n-A {chain} -s {ip(b)}/32 -j DROP\n" \
+            f"-I INPUT 1 -j {chain}\nCOMMIT\n"  # the OUTPUT jump never made it
+    subprocess.run(["nsenter", "-t", str(pid), "-n", "iptables-restore", "--noflush"],
+                   input=batch, text=True, check=True)
+    fault = pb.Fault(id="f-0123456789ab", kind=pb.FAULT_KIND_PARTITION, session_id=keep.id,
+                     targets=[a.id], mechanism="iptables-netns")
+    journal = Journal(fresh_agent.workdir / f"state-{fresh_agent.name}")
+    undo = Undo("unchain", a.id, chain, pid, drop_table="*filter" not in before)
+    journal.save(Entry(fault, [undo]))
+    assert chain in save(docker_client, a.id)
+    fresh_agent.start()
+    assert save(docker_client, a.id) == before
+    assert journal.load() == []
+    with fresh_agent.client() as again:
+        assert list_faults(again) == [] and talks(again, b, a)
+        again.close_session(keep.id)
+
+
+def client_pid(docker_client: docker.DockerClient, cid: str) -> int:
+    return int(docker_client.api.inspect_container(cid)["State"]["Pid"])

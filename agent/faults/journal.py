@@ -13,6 +13,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from google.protobuf import json_format
 
@@ -42,19 +43,24 @@ class Entry:
     undo: list[Undo] = field(default_factory=list)
     # False until every step of the fault was applied.
     applied: bool = False
+    # The owning session as SessionInfo's fields: after a restart it is recovered
+    # from here when no labelled container, network or volume names it.
+    session: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps({
             "fault": json_format.MessageToDict(self.fault),
             "undo": [asdict(u) for u in self.undo],
             "applied": self.applied,
+            "session": self.session,
         }, indent=1, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> Entry:
         data = json.loads(text)
         fault = json_format.ParseDict(data["fault"], pb.Fault())
-        return cls(fault, [Undo(**u) for u in data.get("undo", [])], bool(data.get("applied")))
+        return cls(fault, [Undo(**u) for u in data.get("undo", [])], bool(data.get("applied")),
+                   dict(data.get("session") or {}))
 
 
 class Journal:

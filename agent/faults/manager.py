@@ -18,11 +18,14 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 from agent.faults import container, partition
 from agent.faults.journal import Entry, Journal, Undo
 from agent.identity import Caller
+from agent.ownership import SessionInfo
 from agent.runtime import DockerRuntime
 from agent.sessions import SessionManager
 from shakedown.agent.v1 import agent_pb2 as pb
@@ -64,6 +67,7 @@ class FaultManager:
         self._tasks: set[asyncio.Future[None]] = set()  # running expiries (kept from GC)
         self._lock = asyncio.Lock()
         sessions.on_end = self.heal_session  # close and reap heal first
+        sessions.recover_extra = self.journaled_sessions
 
     # ------------------------------------------------------------ start / stop
 
@@ -72,6 +76,16 @@ class FaultManager:
         for entry in self.journal.load():
             self._active[entry.fault.id] = entry
         return len(self._active)
+
+    def journaled_sessions(self) -> builtins.list[SessionInfo]:
+        """The sessions of journaled faults, for the session table's recovery."""
+        found: dict[str, SessionInfo] = {}
+        for entry in self._active.values():
+            info = entry.session
+            if info.get("id") == entry.fault.session_id and info["id"] not in found:
+                with contextlib.suppress(TypeError):
+                    found[info["id"]] = SessionInfo(**info)
+        return list(found.values())
 
     async def start(self) -> None:
         """Heal faults whose session is gone or that were half applied; re-arm timers."""
@@ -117,7 +131,8 @@ class FaultManager:
     async def inject(self, session_id: str, caller: Caller | None,
                      spec: pb.FaultSpec) -> pb.Fault:
         kind = _kind(spec)
-        self.sessions.get(session_id, caller)
+        rec = self.sessions.get(session_id, caller)
+        session = {f.name: getattr(rec, f.name) for f in fields(SessionInfo)}
         if len(self._active) >= MAX_ACTIVE:
             raise ResourceExhausted(f"{MAX_ACTIVE} faults are active on this node already")
         fid = f"f-{secrets.token_hex(6)}"
@@ -128,9 +143,9 @@ class FaultManager:
             _stamp(fault, "expires_at", now + spec.duration_seconds)
         async with self._lock:
             if kind == pb.FAULT_KIND_PARTITION:
-                await self._inject_partition(fault, spec)
+                await self._inject_partition(fault, spec, session)
             else:
-                await self._inject_container(fault, spec)
+                await self._inject_container(fault, spec, session)
             entry = self._active[fid]
             entry.applied = True
             self.journal.save(entry)
@@ -144,25 +159,27 @@ class FaultManager:
                                           "kind": pb.FaultKind.Name(kind)})
         return fault
 
-    async def _inject_container(self, fault: pb.Fault, spec: pb.FaultSpec) -> None:
+    async def _inject_container(self, fault: pb.Fault, spec: pb.FaultSpec,
+                                session: dict[str, Any]) -> None:
         plan = await container.prepare(self.runtime, spec)
         fault.targets.append(plan.container.id)
         fault.params.update(plan.params)
         fault.mechanism = container.MECHANISM
-        entry = self._journaled(fault, plan.undo)
+        entry = self._journaled(fault, plan.undo, session)
         try:
             await container.apply(self.runtime, plan)
         except BaseException:
             await self._unwind(entry)
             raise
 
-    async def _inject_partition(self, fault: pb.Fault, spec: pb.FaultSpec) -> None:
+    async def _inject_partition(self, fault: pb.Fault, spec: pb.FaultSpec,
+                                session: dict[str, Any]) -> None:
         plan = await partition.prepare(self.runtime, spec)
         chain = partition.chain_name(fault.id)
         fault.targets.extend(t.container.id for t in plan.targets)
         fault.params.update(plan.params(chain))
         fault.mechanism = partition.MECHANISM
-        entry = self._journaled(fault, partition.undo_steps(plan, chain))
+        entry = self._journaled(fault, partition.undo_steps(plan, chain), session)
 
         async def record() -> None:
             self.journal.save(entry)
@@ -172,8 +189,9 @@ class FaultManager:
             await self._unwind(entry)  # no partial fault: earlier targets' chains go too
             raise
 
-    def _journaled(self, fault: pb.Fault, undo: list[Undo]) -> Entry:
-        entry = Entry(fault, undo)
+    def _journaled(self, fault: pb.Fault, undo: list[Undo],
+                   session: dict[str, Any]) -> Entry:
+        entry = Entry(fault, undo, session=session)
         self.journal.save(entry)  # before anything is applied
         self._active[fault.id] = entry
         return entry
