@@ -138,6 +138,15 @@ def test_container_faults_are_recorded_and_heal(
         restarted = inject_fault(client, s, FaultSpec.restart(x.id, timeout=1))
         assert client.inspect(x).state == "running" and restarted.kind == "restart"
         heal_fault(client, restarted)
+        # A stopped container of a closing session is removed, not started again first.
+        inject_fault(client, s, FaultSpec.stop(x.id, timeout=1))
+        since = int(time.time()) - 1
+        s.close()
+    until = int(time.time()) + 1
+    actions = [e.get("Action") for e in docker.from_env().events(
+        since=since, until=until, decode=True, filters={"container": x.id})]
+    after = actions[len(actions) - actions[::-1].index("stop"):]  # after the fault's stop
+    assert "destroy" in after and "start" not in after, actions
 
 
 def test_node_info_reports_the_fault_mechanisms(client: AgentClient) -> None:

@@ -66,7 +66,7 @@ class FaultManager:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Future[None]] = set()  # running expiries (kept from GC)
         self._lock = asyncio.Lock()
-        sessions.on_end = self.heal_session  # close and reap heal first
+        sessions.on_end = self._session_ended  # close and reap heal first
         sessions.recover_extra = self.journaled_sessions
 
     # ------------------------------------------------------------ start / stop
@@ -208,8 +208,10 @@ class FaultManager:
 
     # ------------------------------------------------------------ heal
 
-    async def heal(self, fault_id: str, note: str = "") -> pb.Fault:
-        """Heal one fault; healing a healed fault returns it again (idempotent)."""
+    async def heal(self, fault_id: str, note: str = "",
+                   doomed: frozenset[str] = frozenset()) -> pb.Fault:
+        """Heal one fault; healing a healed fault returns it again (idempotent).
+        Containers in ``doomed`` are about to be removed: they are not started again."""
         async with self._lock:
             entry = self._active.get(fault_id)
             if entry is None:
@@ -217,7 +219,7 @@ class FaultManager:
                 if done is None:
                     raise NotFound(f"fault {fault_id!r} does not exist", field="fault_id")
                 return done
-            notes = await self._undo(entry)
+            notes = await self._undo(entry, doomed)
             timer = self._timers.pop(fault_id, None)
             if timer is not None:
                 timer.cancel()
@@ -234,10 +236,12 @@ class FaultManager:
                                         "note": fault.heal_note})
         return fault
 
-    async def _undo(self, entry: Entry) -> list[str]:
+    async def _undo(self, entry: Entry, doomed: frozenset[str] = frozenset()) -> list[str]:
         notes = []
         for step in entry.undo:
-            if step.op == "unchain":
+            if step.op in ("start", "unpause") and step.container in doomed:
+                text = "removed with its session: not started again"
+            elif step.op == "unchain":
                 text, owed = await partition.undo(self.runtime, step)
                 if owed:
                     self._pass_table(entry, step)
@@ -258,19 +262,28 @@ class FaultManager:
                     self.journal.save(other)
                     return
 
-    async def heal_session(self, session_id: str) -> builtins.list[pb.Fault]:
-        return await self._heal_many([f for f, e in self._active.items()
-                                      if e.fault.session_id == session_id], "session ended")
+    async def heal_session(self, session_id: str, *,
+                           ending: bool = False) -> builtins.list[pb.Fault]:
+        """Heal the session's faults; ``ending``: it is being closed or reaped."""
+        ids = [f for f, e in self._active.items() if e.fault.session_id == session_id]
+        doomed: frozenset[str] = frozenset()
+        if ids and ending:
+            doomed = frozenset(await self.runtime.containers_of_session(session_id))
+        return await self._heal_many(ids, "session ended" if ending else "", doomed)
+
+    async def _session_ended(self, session_id: str) -> None:
+        await self.heal_session(session_id, ending=True)
 
     async def heal_all(self) -> builtins.list[pb.Fault]:
         return await self._heal_many(list(self._active), "")
 
-    async def _heal_many(self, ids: builtins.list[str], note: str) -> builtins.list[pb.Fault]:
+    async def _heal_many(self, ids: builtins.list[str], note: str,
+                         doomed: frozenset[str] = frozenset()) -> builtins.list[pb.Fault]:
         """Heal each (one failure does not keep the others), then raise the first error."""
         healed, errors = [], []
         for fid in ids:
             try:
-                healed.append(await self.heal(fid, note))
+                healed.append(await self.heal(fid, note, doomed))
             except NotFound:
                 pass  # healed meanwhile
             except ShakedownError as exc:
