@@ -9,6 +9,7 @@ packet any chain drops is dropped) and heal independently.
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -55,6 +56,15 @@ async def _container(runtime: DockerRuntime, ref: str, field: str) -> pb.Contain
         raise InvalidArgument(exc.reason, field=field) from None
 
 
+def _netns(pid: int) -> int:
+    """The inode of the process's network namespace (the agent runs on the engine's host)."""
+    try:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino
+    except OSError as exc:
+        raise FailedPrecondition(f"cannot see the network namespace of pid {pid}: {exc}; "
+                                 "partitions need the agent on the engine's host") from None
+
+
 def _address(value: str) -> str | None:
     """``value`` as an IPv4 CIDR, or None when it is not an address (a container ref)."""
     try:
@@ -75,6 +85,7 @@ async def prepare(runtime: DockerRuntime, spec: pb.FaultSpec) -> Plan:
         raise InvalidArgument(f"at most {MAX_TARGETS} targets", field=FIELD)
     targets: list[Target] = []
     seen: set[str] = set()
+    namespaces: dict[int, str] = {}  # one chain per namespace: two targets may not share one
     for i, g in enumerate(grudges):
         where = f"{FIELD}[{i}]"
         box = await _container(runtime, g.target, f"{where}.target")
@@ -86,6 +97,11 @@ async def prepare(runtime: DockerRuntime, spec: pb.FaultSpec) -> Plan:
                 or box.pid <= 0:
             raise FailedPrecondition(f"container {g.target!r} is not running: it has no "
                                      "network namespace to partition", field=f"{where}.target")
+        ns = _netns(box.pid)
+        if ns in namespaces:
+            raise InvalidArgument(f"container {g.target!r} shares its network namespace with "
+                                  f"{namespaces[ns]!r}: name one of them", field=f"{where}.target")
+        namespaces[ns] = g.target
         if not g.peers:
             raise InvalidArgument("an empty grudge: name the peers the target must not hear",
                                   field=f"{where}.peers")
