@@ -21,7 +21,7 @@ from driver.faults import FaultSpec, heal_all, heal_fault, inject_fault, list_fa
 from driver.session import SessionHandle
 from driver.types import Container, ContainerSpec
 from shakedown.errors import FailedPrecondition, InvalidArgument, PolicyError
-from tests.conftest import RUN_ID
+from tests.conftest import RUN_ID, RUN_LABEL
 from tests.support.agentproc import AgentProcess, wait_for
 
 pytestmark = pytest.mark.docker
@@ -356,3 +356,52 @@ def test_a_half_applied_fault_is_undone_at_start(
 
 def client_pid(docker_client: docker.DockerClient, cid: str) -> int:
     return int(docker_client.api.inspect_container(cid)["State"]["Pid"])
+
+
+def test_adopted_containers_take_faults_like_managed_ones(
+        client: AgentClient, trio: tuple[SessionHandle, list[Container]],
+        docker_client: docker.DockerClient, busybox_image: str) -> None:
+    s, (a, _, _) = trio
+    net = next(iter(a.ip_addresses))
+    foreign = docker_client.containers.run(  # not the agent's: adopted by the run label
+        busybox_image, SERVE, detach=True, network=net, labels={RUN_LABEL: RUN_ID},
+        name=f"t{RUN_ID}-adopted-{uuid.uuid4().hex[:4]}")
+    try:
+        adopted = client.inspect(foreign.id)
+        assert not adopted.managed and talks(client, a, adopted)
+        before = save(docker_client, foreign.id)
+        cut = inject_fault(client, s, FaultSpec.partition({foreign.name: [a.name]}))
+        assert not talks(client, a, adopted)
+        frozen = inject_fault(client, s, FaultSpec.pause(foreign.id))
+        assert client.inspect(foreign.id).state == "paused"
+        assert {f.id for f in heal_all(client, s)} == {cut.id, frozen.id}
+        assert client.inspect(foreign.id).state == "running" and talks(client, a, adopted)
+        assert save(docker_client, foreign.id) == before
+    finally:
+        foreign.remove(force=True)
+
+
+def test_heal_all_heals_every_session_on_the_node(
+        fresh_agent: AgentProcess, busybox_image: str,
+        docker_client: docker.DockerClient) -> None:
+    fresh_agent.start()  # a private agent: "all" must not reach other tests' faults
+    with fresh_agent.client() as client, client.open_session(ttl=30) as s1, \
+            client.open_session(ttl=30) as s2:
+        net = s1.create_network(f"t{RUN_ID}-net-{uuid.uuid4().hex[:4]}").name
+        a, b = box(s1, net, "a", busybox_image), box(s1, net, "b", busybox_image)
+        before = save(docker_client, a.id)
+        f1 = inject_fault(client, s1, FaultSpec.partition({a.name: [b.name]}))
+        f2 = inject_fault(client, s2, FaultSpec.pause(b.id))
+        with pytest.raises(InvalidArgument) as err:
+            _call_heal_all_without_scope(client)
+        assert err.value.field == "session_id"
+        assert {f.id for f in heal_all(client)} == {f1.id, f2.id}
+        assert list_faults(client) == [] and save(docker_client, a.id) == before
+        assert client.inspect(b).state == "running"
+
+
+def _call_heal_all_without_scope(client: AgentClient) -> None:
+    from driver.faults.client import _call
+    from shakedown.agent.v1 import agent_pb2 as pb
+
+    _call(client, "HealAll", pb.HealAllRequest(), None)
