@@ -13,7 +13,7 @@ from typing import Any
 
 from agent import policy
 from agent.config import AgentConfig
-from agent.faults.manager import FaultManager
+from agent.faults.manager import FaultManager, fault_id
 from agent.identity import Caller, current_caller
 from agent.limits import CallLimits
 from agent.runtime import DockerRuntime
@@ -272,9 +272,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         return pb.ListFaultsResponse(faults=self.faults.list(request.session_id))
 
     async def HealFault(self, request: pb.HealFaultRequest, context: _Ctx) -> pb.Fault:
-        if not request.fault_id:
-            raise InvalidArgument("a fault id is required", field="fault_id")
-        return await self.faults.heal(request.fault_id)
+        return await self.faults.heal(fault_id(request.fault_id))
 
     async def HealAll(self, request: pb.HealAllRequest, context: _Ctx) -> pb.HealAllResponse:
         if request.session_id and request.all:

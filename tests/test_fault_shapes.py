@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from driver.faults import shapes
 
@@ -48,6 +50,7 @@ def test_majorities_ring_every_node_sees_a_distinct_majority(seed: int) -> None:
     seen = shapes.visible(g, NODES)
     views = {frozenset(v | {n}) for n, v in seen.items()}
     assert all(len(v | {n}) == shapes.majority(len(NODES)) for n, v in seen.items())
+    assert shapes.majorities_ring(NODES, shuffle=False)["n1"] == ["n3", "n4"]
     assert len(views) == len(NODES)  # no two the same
 
 
@@ -55,4 +58,25 @@ def test_duplicate_names_and_tiny_rings_are_refused() -> None:
     with pytest.raises(ValueError):
         shapes.halves(["a", "a"])
     with pytest.raises(ValueError):
-        shapes.majorities_ring(["a", "b"])
+        shapes.majorities_ring(["a", "b", "c"])
+
+
+names = st.lists(st.text("abcdefgh", min_size=1, max_size=4), min_size=4, max_size=9,
+                 unique=True)
+
+
+@given(names, st.integers(0, 2**32))
+def test_shapes_hold_their_promises_for_any_names(nodes: list[str], seed: int) -> None:
+    rng = random.Random(seed)
+    seen = shapes.visible(shapes.majorities_ring(nodes, rng), nodes)
+    m = shapes.majority(len(nodes))
+    views = [frozenset(v | {n}) for n, v in seen.items()]
+    assert all(len(v) >= m for v in views) and len(set(views)) == len(nodes)
+    halves = shapes.visible(shapes.halves(nodes, rng), nodes)
+    assert sorted({len(v) + 1 for v in halves.values()}) in (
+        [len(nodes) // 2, len(nodes) - len(nodes) // 2], [len(nodes) // 2])
+    bridged = shapes.visible(shapes.bridge(nodes, rng), nodes)
+    middle = [n for n, v in bridged.items() if len(v) == len(nodes) - 1]
+    assert len(middle) == 1
+    lonely = rng.choice(nodes)
+    assert shapes.visible(shapes.isolate(nodes, lonely), nodes)[lonely] == set()

@@ -20,7 +20,7 @@ from driver.client import AgentClient
 from driver.faults import FaultSpec, heal_all, heal_fault, inject_fault, list_faults
 from driver.session import SessionHandle
 from driver.types import Container, ContainerSpec
-from shakedown.errors import FailedPrecondition, InvalidArgument, PolicyError
+from shakedown.errors import FailedPrecondition, InvalidArgument, NotFound, PolicyError
 from tests.conftest import RUN_ID, RUN_LABEL
 from tests.support.agentproc import AgentProcess, wait_for
 
@@ -210,9 +210,13 @@ def test_bad_input_names_the_field_and_leaves_nothing(
             assert getattr(err.value, "field", None) == field, (spec, err.value)
     assert list_faults(client, s) == []
     assert save(docker_client, a.id) == before
-    with pytest.raises(InvalidArgument) as err:
-        heal_fault(client, "")
-    assert err.value.field == "fault_id"
+    for bad in ("", "f-nothex", "x" * 500):
+        with pytest.raises(InvalidArgument) as err:
+            heal_fault(client, bad)
+        assert err.value.field == "fault_id"
+    with pytest.raises(NotFound) as nf:
+        heal_fault(client, "f-000000000000")
+    assert nf.value.field == "fault_id"
 
 
 def test_a_failing_second_target_removes_the_first_targets_chain(

@@ -13,7 +13,7 @@ from agent import policy
 from agent.faults.journal import Undo
 from agent.runtime import DockerRuntime
 from shakedown.agent.v1 import agent_pb2 as pb
-from shakedown.errors import FailedPrecondition, InvalidArgument, NotFound
+from shakedown.errors import FailedPrecondition, InvalidArgument, NotFound, ShakedownError
 
 KINDS = (pb.FAULT_KIND_KILL, pb.FAULT_KIND_STOP, pb.FAULT_KIND_PAUSE, pb.FAULT_KIND_RESTART)
 MECHANISM = "docker-engine"
@@ -97,3 +97,7 @@ async def undo(runtime: DockerRuntime, step: Undo) -> str:
         return "started"
     except NotFound:
         return "container gone: nothing left to undo"
+    except ShakedownError as exc:
+        # Ours was the stop or the pause; a container that cannot start again for reasons
+        # of its own is not left frozen by us, and must not block its session's end.
+        return f"could not {step.op} it: {exc}"

@@ -14,6 +14,7 @@ import asyncio
 import builtins
 import contextlib
 import logging
+import re
 import secrets
 import time
 from collections import OrderedDict
@@ -34,11 +35,21 @@ from shakedown.errors import InvalidArgument, NotFound, ResourceExhausted, Shake
 log = logging.getLogger(__name__)
 MAX_DURATION = 7 * 24 * 3600
 MAX_ACTIVE = 1024
+FAULT_ID_RE = re.compile(r"f-[0-9a-f]{12}")
 KEEP_HEALED = 1024  # healed faults stay visible to HealFault (idempotent) for a while
 
 
 def _stamp(ts: pb.Fault, field: str, when: float) -> None:
     getattr(ts, field).FromNanoseconds(int(when * 1e9))
+
+
+def fault_id(value: str, field: str = "fault_id") -> str:
+    if not value:
+        raise InvalidArgument("a fault id is required", field=field)
+    if not FAULT_ID_RE.fullmatch(value):
+        raise InvalidArgument(f"not a fault id (f- and 12 hex digits): {value[:40]!r}",
+                              field=field)
+    return value
 
 
 def _kind(spec: pb.FaultSpec) -> pb.FaultKind.ValueType:

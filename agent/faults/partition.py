@@ -78,6 +78,11 @@ def _address(value: str) -> str | None:
 
 async def prepare(runtime: DockerRuntime, spec: pb.FaultSpec) -> Plan:
     """Validate and resolve every target and peer before anything is applied."""
+    found, why = netns.available()
+    if not found or os.geteuid() != 0:
+        raise FailedPrecondition("partitions are unavailable on this node: "
+                                 + (why if not found else "the agent is not root"),
+                                 field="spec.kind")
     grudges = spec.partition.grudges
     if not grudges:
         raise InvalidArgument("a partition needs at least one grudge", field=FIELD)

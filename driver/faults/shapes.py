@@ -89,21 +89,24 @@ def bridge(nodes: Sequence[str], rng: random.Random | None = None, *,
 
 def majorities_ring(nodes: Sequence[str], rng: random.Random | None = None, *,
                     shuffle: bool = True) -> Grudge:
-    """Every node sees a majority, and no two see the same one: nodes on a ring, each
-    seeing the majority-sized window of ring neighbours centred on it (Jepsen's
-    ``majorities-ring-perfect``)."""
+    """Every node sees a majority, and no two see the same one (Jepsen's
+    majorities-ring): nodes on a ring, each hearing the ring neighbours within
+    ``majority // 2`` of it. Jepsen's perfect variant takes a window of ``majority``
+    nodes around each; the agent cuts both directions, so windows must be symmetric:
+    for an odd majority they are the same, for an even one each node sees one more
+    node than a bare majority (views stay distinct)."""
     nodes = _unique(nodes)
     n = len(nodes)
-    if n < 3:
-        raise ValueError("a majorities ring needs at least 3 nodes")
+    if n < 4:
+        raise ValueError("a majorities ring needs at least 4 nodes (with 3, any two "
+                         "nodes' majorities overlap into the whole ring)")
     ring = _shuffled(nodes, rng) if shuffle else nodes
-    m = majority(n)
+    reach = majority(n) // 2
     grudge: Grudge = {}
-    for start in range(n):
-        window = [ring[(start + k) % n] for k in range(m)]
-        centre = window[m // 2]
-        grudge[centre] = [x for x in ring if x not in window]
-    return {k: v for k, v in grudge.items() if v}
+    for i, node in enumerate(ring):
+        near = {ring[(i + k) % n] for k in range(-reach, reach + 1)}
+        grudge[node] = [x for x in ring if x not in near]
+    return grudge
 
 
 def visible(grudge: Grudge, nodes: Sequence[str]) -> dict[str, set[str]]:
