@@ -110,8 +110,11 @@ class FaultManager:
             if not alive:
                 log.info("healing a fault left from before the restart",
                          extra={"fault": fid, "session": sid, "applied": entry.applied})
-                with contextlib.suppress(ShakedownError):
-                    await self.heal(fid)
+                try:
+                    await self.heal(fid, "left from before the agent restarted")
+                except ShakedownError as exc:  # kept in the journal: the next start retries
+                    log.error("cannot heal a fault left from before the restart: %s", exc,
+                              extra={"fault": fid})
             else:
                 self._arm(entry)
 
