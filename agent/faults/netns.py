@@ -87,17 +87,19 @@ async def filter_lines(pid: int) -> list[str]:
     return lines
 
 
-async def add_chain(pid: int, chain: str, peers: Sequence[str]) -> bool:
+async def has_filter(pid: int) -> bool:
+    return bool(await filter_lines(pid))
+
+
+async def add_chain(pid: int, chain: str, peers: Sequence[str]) -> None:
     """Create ``chain`` dropping traffic from and to ``peers``, jumped to first from
-    INPUT and OUTPUT. Returns whether the filter table had to be created for it."""
-    created = not await filter_lines(pid)
+    INPUT and OUTPUT (creating the filter table if the namespace has none)."""
     rules = [f":{chain} - [0:0]"]
     for peer in peers:
         rules += [f"-A {chain} -s {peer} -j DROP", f"-A {chain} -d {peer} -j DROP"]
     rules += [f"-I {hook} 1 -j {chain}" for hook in HOOKS]
     batch = "\n".join(["*filter", *rules, "COMMIT", ""]).encode()
     await _run(pid, ["iptables-restore", "--noflush"], batch)
-    return created
 
 
 async def remove_chain(pid: int, chain: str, drop_table: bool) -> tuple[str, bool]:

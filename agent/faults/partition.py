@@ -144,12 +144,15 @@ def undo_steps(plan: Plan, chain: str) -> list[Undo]:
 
 async def apply(plan: Plan, chain: str, steps: list[Undo],
                 record: Callable[[], Awaitable[None]]) -> None:
-    """Add the chain in each target's namespace, in order. ``steps`` (already
-    journaled) learn whether each namespace's filter table was created for us, and
-    ``record`` journals that before the next target, so a crash loses nothing."""
+    """Add the chain in each target's namespace, in order. Each step (already
+    journaled) first learns whether the namespace has a filter table, and ``record``
+    journals that before the chain (and perhaps the table) is added: a crash at any
+    point leaves an undo that restores the namespace exactly."""
     for target, step in zip(plan.targets, steps, strict=True):
-        step.drop_table = await netns.add_chain(target.container.pid, chain, target.peers)
+        pid = target.container.pid
+        step.drop_table = not await netns.has_filter(pid)
         await record()
+        await netns.add_chain(pid, chain, target.peers)
 
 
 async def undo(runtime: DockerRuntime, step: Undo) -> tuple[str, bool]:
