@@ -39,6 +39,7 @@ READ_ONLY_METHODS = frozenset(
         "ListSessions",
         "InspectNetwork",
         "ListNetworks",
+        "ListFaults",
     )
 )
 # Health and reflection need mTLS but no HMAC, so grpcurl and grpc_health_probe

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.faults import netns
+
 CAP_NET_ADMIN = 12
 
 
@@ -55,12 +57,16 @@ def capabilities(cgroup_version: str = "") -> list[Capability]:
     caps = [Capability(name, True, engine) for name in ("kill", "stop", "restart", "exec")]
     caps.append(_pause(cgroup_version))
     net_admin, why = _net_admin()
-    iptables = shutil.which("iptables")
-    if not iptables:
-        caps.append(Capability("partition", False, "iptables binary not found"))
-    else:
-        caps.append(Capability("partition", net_admin, f"{iptables}; {why}"))
+    # Mechanisms first (what a fault is applied with), then the faults they enable.
+    found, detail = netns.available()
+    netns_ok = found and net_admin
+    caps.append(Capability("iptables-netns", netns_ok, f"{detail}; {why}" if found else detail))
     tc = shutil.which("tc")
+    caps.append(Capability("netem", bool(tc) and net_admin,
+                           f"{tc} qdisc netem; {why}" if tc else "tc binary not found"))
+    caps.append(Capability("proxy", False, "no fault proxy in this agent yet"))
+    caps.append(Capability("partition", netns_ok, "through iptables-netns" if netns_ok
+                           else "needs iptables-netns"))
     caps.append(Capability("latency", bool(tc), f"{tc}; {why}" if tc else "tc binary not found"))
     return caps
 

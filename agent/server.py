@@ -18,6 +18,7 @@ from agent import __version__, reflection
 from agent.auth import AGENT_SERVICE, Authenticator
 from agent.claim import EngineClaim, instance_id
 from agent.config import AgentConfig
+from agent.faults.manager import FaultManager
 from agent.guard import Guard
 from agent.registration import Registrar
 from agent.runtime import DockerRuntime
@@ -94,8 +95,10 @@ class AgentServer:
         self.server = grpc.aio.server(
             interceptors=[Guard(self.auth, self.certs)], options=SERVER_OPTIONS
         )
+        self.faults = FaultManager(self.runtime, self.sessions, config.state_dir)
         agent_pb2_grpc.add_AgentServicer_to_server(
-            AgentService(config, self.runtime, self.sessions, __version__), self.server
+            AgentService(config, self.runtime, self.sessions, __version__, self.faults),
+            self.server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable((agent_pb2.DESCRIPTOR.services_by_name["Agent"].full_name,
@@ -119,7 +122,9 @@ class AgentServer:
                                  _advertised(self.config.listen, self.port,
                                              reg.host if reg else None))
         await asyncio.to_thread(self.claim.acquire)
+        self.faults.load()  # before sessions start: reaping one heals its faults
         await self.sessions.start()
+        await self.faults.start()
         await self.server.start()
         for service in ("", AGENT_SERVICE):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -149,6 +154,7 @@ class AgentServer:
             await asyncio.to_thread(self.registrar.stop)
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.config.grace_period)
+        await self.faults.stop()
         await self.sessions.stop()
         if self.claim is not None:
             with contextlib.suppress(Exception):

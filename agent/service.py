@@ -13,6 +13,7 @@ from typing import Any
 
 from agent import policy
 from agent.config import AgentConfig
+from agent.faults.manager import FaultManager, fault_id
 from agent.identity import Caller, current_caller
 from agent.limits import CallLimits
 from agent.runtime import DockerRuntime
@@ -45,10 +46,11 @@ def _grace(request: pb.StopContainerRequest | pb.RestartContainerRequest) -> int
 
 class AgentService(agent_pb2_grpc.AgentServicer):
     def __init__(self, config: AgentConfig, runtime: DockerRuntime, sessions: SessionManager,
-                 version: str) -> None:
+                 version: str, faults: FaultManager | None = None) -> None:
         self.config = config
         self.runtime = runtime
         self.sessions = sessions
+        self.faults = faults or FaultManager(runtime, sessions, config.state_dir)
         self.version = version
         self.limits = CallLimits(config.max_long_calls_per_principal)
 
@@ -257,3 +259,29 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         container = policy.container_ref(request.container)
         return await self.runtime.networks.disconnect(ref, container, request.force)
 
+    # ------------------------------------------------------------ faults
+
+    async def InjectFault(self, request: pb.InjectFaultRequest, context: _Ctx) -> pb.Fault:
+        policy.session_id(request.session_id)
+        return await self.faults.inject(request.session_id, _caller(), request.spec)
+
+    async def ListFaults(self, request: pb.ListFaultsRequest,
+                         context: _Ctx) -> pb.ListFaultsResponse:
+        if request.session_id:
+            policy.session_id(request.session_id)
+        return pb.ListFaultsResponse(faults=self.faults.list(request.session_id))
+
+    async def HealFault(self, request: pb.HealFaultRequest, context: _Ctx) -> pb.Fault:
+        return await self.faults.heal(fault_id(request.fault_id))
+
+    async def HealAll(self, request: pb.HealAllRequest, context: _Ctx) -> pb.HealAllResponse:
+        if request.session_id and request.all:
+            raise InvalidArgument("give a session_id or all, not both", field="all")
+        if request.session_id:
+            healed = await self.faults.heal_session(policy.session_id(request.session_id))
+        elif request.all:
+            healed = await self.faults.heal_all()
+        else:
+            raise InvalidArgument("name a session_id, or set all to heal every fault",
+                                  field="session_id")
+        return pb.HealAllResponse(healed=healed)

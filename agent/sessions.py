@@ -15,7 +15,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,10 @@ class SessionManager:
         self._sessions: dict[str, SessionRecord] = {}
         self._task: asyncio.Task[None] | None = None
         self._last_sweep = 0.0
+        # Heals a session's faults (agent/faults/manager.py) when it is closed or reaped.
+        self.on_end: Callable[[str], Awaitable[object]] | None = None
+        # Sessions only the fault journal knows of (no labelled resource), for recovery.
+        self.recover_extra: Callable[[], builtins.list[SessionInfo]] | None = None
 
     # ------------------------------------------------------------ table
 
@@ -85,6 +89,11 @@ class SessionManager:
             raise PolicyError(f"session {session_id!r} belongs to another principal",
                               field="session_id")
         return rec
+
+    def is_ending(self, session_id: str) -> bool:
+        """Closed, reaped or being so (a fault injected meanwhile must heal itself)."""
+        rec = self._sessions.get(session_id)
+        return rec is None or rec.closing
 
     def keep_alive(self, session_id: str, caller: Caller | None = None) -> SessionRecord:
         rec = self.get(session_id, caller)
@@ -221,14 +230,19 @@ class SessionManager:
         return removed, networks, volumes
 
     async def _heal(self, rec: SessionRecord) -> None:
-        # Hook for the nemesis: undo each fault the session injected before its
-        # containers go, so an expired test never leaves the node degraded.
+        # Undo each fault the session injected before its containers go, so an
+        # expired test never leaves the node degraded.
         rec.faults.clear()
+        if self.on_end is not None:
+            await self.on_end(rec.id)
 
     async def _adopt_orphans(self, base: float) -> None:
         """Take in sessions that exist only as labels (after a restart, or a close/create race)."""
         self._last_sweep = self.clock()
-        for info in await self.runtime.recover():
+        infos = await self.runtime.recover()
+        if self.recover_extra is not None:
+            infos += self.recover_extra()
+        for info in infos:
             if info.id in self._sessions:
                 continue
             values = {f.name: getattr(info, f.name) for f in fields(SessionInfo)}

@@ -75,6 +75,40 @@ CONTAINER_STATE_DEAD: ContainerState.ValueType  # 6
 CONTAINER_STATE_REMOVING: ContainerState.ValueType  # 7
 Global___ContainerState: _TypeAlias = ContainerState  # noqa: Y015
 
+class _FaultKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FaultKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FaultKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FAULT_KIND_UNSPECIFIED: _FaultKind.ValueType  # 0
+    FAULT_KIND_KILL: _FaultKind.ValueType  # 1
+    """Send a signal; healing starts the container again if it is no longer running."""
+    FAULT_KIND_STOP: _FaultKind.ValueType  # 2
+    """Stop; healing starts it again. Without a duration it stays stopped until healed."""
+    FAULT_KIND_PAUSE: _FaultKind.ValueType  # 3
+    """Pause (freezer); healing unpauses. Without a duration it stays frozen until healed."""
+    FAULT_KIND_RESTART: _FaultKind.ValueType  # 4
+    """Restart; nothing to undo, but it is recorded like every fault."""
+    FAULT_KIND_PARTITION: _FaultKind.ValueType  # 5
+    """Drop traffic between containers: iptables rules in each target's network namespace."""
+
+class FaultKind(_FaultKind, metaclass=_FaultKindEnumTypeWrapper):
+    """---------------------------------------------------------------- faults"""
+
+FAULT_KIND_UNSPECIFIED: FaultKind.ValueType  # 0
+FAULT_KIND_KILL: FaultKind.ValueType  # 1
+"""Send a signal; healing starts the container again if it is no longer running."""
+FAULT_KIND_STOP: FaultKind.ValueType  # 2
+"""Stop; healing starts it again. Without a duration it stays stopped until healed."""
+FAULT_KIND_PAUSE: FaultKind.ValueType  # 3
+"""Pause (freezer); healing unpauses. Without a duration it stays frozen until healed."""
+FAULT_KIND_RESTART: FaultKind.ValueType  # 4
+"""Restart; nothing to undo, but it is recorded like every fault."""
+FAULT_KIND_PARTITION: FaultKind.ValueType  # 5
+"""Drop traffic between containers: iptables rules in each target's network namespace."""
+Global___FaultKind: _TypeAlias = FaultKind  # noqa: Y015
+
 @_typing.final
 class GetNodeInfoRequest(_message.Message):
     """---------------------------------------------------------------- node"""
@@ -1712,3 +1746,335 @@ class DisconnectNetworkRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DisconnectNetworkRequest: _TypeAlias = DisconnectNetworkRequest  # noqa: Y015
+
+@_typing.final
+class ContainerFault(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTAINER_FIELD_NUMBER: _builtins.int
+    SIGNAL_FIELD_NUMBER: _builtins.int
+    TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    container: _builtins.str
+    """Id, id prefix or name of a managed or adopted container."""
+    signal: _builtins.str
+    """KILL: name ("SIGTERM", "TERM") or number ("9"); default SIGKILL."""
+    timeout_seconds: _builtins.int
+    """STOP, RESTART: seconds after the stop signal before SIGKILL; default 10."""
+    def __init__(
+        self,
+        *,
+        container: _builtins.str = ...,
+        signal: _builtins.str = ...,
+        timeout_seconds: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_timeout_seconds", b"_timeout_seconds", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_timeout_seconds", b"_timeout_seconds", "container", b"container", "signal", b"signal", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__timeout_seconds: _TypeAlias = _typing.Literal["timeout_seconds"]  # noqa: Y015
+    _WhichOneofArgType__timeout_seconds: _TypeAlias = _typing.Literal["_timeout_seconds", b"_timeout_seconds"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__timeout_seconds) -> _WhichOneofReturnType__timeout_seconds | None: ...
+
+Global___ContainerFault: _TypeAlias = ContainerFault  # noqa: Y015
+
+@_typing.final
+class Grudge(_message.Message):
+    """One target's grudge: it must neither hear from nor talk to its peers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TARGET_FIELD_NUMBER: _builtins.int
+    PEERS_FIELD_NUMBER: _builtins.int
+    target: _builtins.str
+    """Id, id prefix or name of a running managed or adopted container."""
+    @_builtins.property
+    def peers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Containers (id, id prefix or name: every address it has) or IPv4 addresses/CIDRs."""
+
+    def __init__(
+        self,
+        *,
+        target: _builtins.str = ...,
+        peers: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["peers", b"peers", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Grudge: _TypeAlias = Grudge  # noqa: Y015
+
+@_typing.final
+class PartitionFault(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GRUDGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def grudges(self) -> _containers.RepeatedCompositeFieldContainer[Global___Grudge]:
+        """Who cannot hear whom. The driver computes shapes (halves, rings, bridges)
+        from names; the agent applies exactly this.
+        """
+
+    def __init__(
+        self,
+        *,
+        grudges: _abc.Iterable[Global___Grudge] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["grudges", b"grudges"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PartitionFault: _TypeAlias = PartitionFault  # noqa: Y015
+
+@_typing.final
+class FaultSpec(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    CONTAINER_FIELD_NUMBER: _builtins.int
+    PARTITION_FIELD_NUMBER: _builtins.int
+    DURATION_SECONDS_FIELD_NUMBER: _builtins.int
+    kind: Global___FaultKind.ValueType
+    duration_seconds: _builtins.int
+    """Seconds until it heals itself; 0: until healed or its session ends."""
+    @_builtins.property
+    def container(self) -> Global___ContainerFault:
+        """For KILL, STOP, PAUSE and RESTART."""
+
+    @_builtins.property
+    def partition(self) -> Global___PartitionFault:
+        """For PARTITION."""
+
+    def __init__(
+        self,
+        *,
+        kind: Global___FaultKind.ValueType = ...,
+        container: Global___ContainerFault | None = ...,
+        partition: Global___PartitionFault | None = ...,
+        duration_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["container", b"container", "partition", b"partition"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container", b"container", "duration_seconds", b"duration_seconds", "kind", b"kind", "partition", b"partition"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FaultSpec: _TypeAlias = FaultSpec  # noqa: Y015
+
+@_typing.final
+class InjectFaultRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    SPEC_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """The owning session; required. Its end heals the fault."""
+    @_builtins.property
+    def spec(self) -> Global___FaultSpec: ...
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        spec: Global___FaultSpec | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id", "spec", b"spec"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InjectFaultRequest: _TypeAlias = InjectFaultRequest  # noqa: Y015
+
+@_typing.final
+class Fault(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ParamsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    TARGETS_FIELD_NUMBER: _builtins.int
+    PARAMS_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    MECHANISM_FIELD_NUMBER: _builtins.int
+    HEALED_FIELD_NUMBER: _builtins.int
+    HEALED_AT_FIELD_NUMBER: _builtins.int
+    SPEC_FIELD_NUMBER: _builtins.int
+    HEAL_NOTE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    kind: Global___FaultKind.ValueType
+    session_id: _builtins.str
+    mechanism: _builtins.str
+    """How it is applied: "docker-engine" or "iptables-netns"."""
+    healed: _builtins.bool
+    heal_note: _builtins.str
+    """What healing found, e.g. "container gone: nothing left to undo"."""
+    @_builtins.property
+    def targets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Full ids of the containers it acts on."""
+
+    @_builtins.property
+    def params(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """What was applied, e.g. "signal" -> "SIGTERM", "chain" -> "SD-0123456789ab"."""
+
+    @_builtins.property
+    def started_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp:
+        """Unset: until healed or its session ends."""
+
+    @_builtins.property
+    def healed_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def spec(self) -> Global___FaultSpec:
+        """The spec as requested (full state: a fault can be re-injected from it)."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        kind: Global___FaultKind.ValueType = ...,
+        session_id: _builtins.str = ...,
+        targets: _abc.Iterable[_builtins.str] | None = ...,
+        params: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        started_at: _timestamp_pb2.Timestamp | None = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+        mechanism: _builtins.str = ...,
+        healed: _builtins.bool = ...,
+        healed_at: _timestamp_pb2.Timestamp | None = ...,
+        spec: Global___FaultSpec | None = ...,
+        heal_note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "healed_at", b"healed_at", "spec", b"spec", "started_at", b"started_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "heal_note", b"heal_note", "healed", b"healed", "healed_at", b"healed_at", "id", b"id", "kind", b"kind", "mechanism", b"mechanism", "params", b"params", "session_id", b"session_id", "spec", b"spec", "started_at", b"started_at", "targets", b"targets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Fault: _TypeAlias = Fault  # noqa: Y015
+
+@_typing.final
+class ListFaultsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """Only this session's faults; empty: every active fault on the node."""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListFaultsRequest: _TypeAlias = ListFaultsRequest  # noqa: Y015
+
+@_typing.final
+class ListFaultsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FAULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def faults(self) -> _containers.RepeatedCompositeFieldContainer[Global___Fault]: ...
+    def __init__(
+        self,
+        *,
+        faults: _abc.Iterable[Global___Fault] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["faults", b"faults"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListFaultsResponse: _TypeAlias = ListFaultsResponse  # noqa: Y015
+
+@_typing.final
+class HealFaultRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FAULT_ID_FIELD_NUMBER: _builtins.int
+    fault_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        fault_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fault_id", b"fault_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HealFaultRequest: _TypeAlias = HealFaultRequest  # noqa: Y015
+
+@_typing.final
+class HealAllRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    ALL_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """Heal this session's faults ..."""
+    all: _builtins.bool
+    """... or, with all set (and no session_id), every fault on the node."""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        all: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all", b"all", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HealAllRequest: _TypeAlias = HealAllRequest  # noqa: Y015
+
+@_typing.final
+class HealAllResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEALED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def healed(self) -> _containers.RepeatedCompositeFieldContainer[Global___Fault]: ...
+    def __init__(
+        self,
+        *,
+        healed: _abc.Iterable[Global___Fault] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["healed", b"healed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HealAllResponse: _TypeAlias = HealAllResponse  # noqa: Y015

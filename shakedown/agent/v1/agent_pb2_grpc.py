@@ -159,6 +159,26 @@ class AgentStub:
                 request_serializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.DisconnectNetworkRequest.SerializeToString,
                 response_deserializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.Container.FromString,
                 _registered_method=True)
+        self.InjectFault = channel.unary_unary(
+                '/shakedown.agent.v1.Agent/InjectFault',
+                request_serializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.InjectFaultRequest.SerializeToString,
+                response_deserializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.Fault.FromString,
+                _registered_method=True)
+        self.ListFaults = channel.unary_unary(
+                '/shakedown.agent.v1.Agent/ListFaults',
+                request_serializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.ListFaultsRequest.SerializeToString,
+                response_deserializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.ListFaultsResponse.FromString,
+                _registered_method=True)
+        self.HealFault = channel.unary_unary(
+                '/shakedown.agent.v1.Agent/HealFault',
+                request_serializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.HealFaultRequest.SerializeToString,
+                response_deserializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.Fault.FromString,
+                _registered_method=True)
+        self.HealAll = channel.unary_unary(
+                '/shakedown.agent.v1.Agent/HealAll',
+                request_serializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.HealAllRequest.SerializeToString,
+                response_deserializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.HealAllResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServicer:
@@ -321,6 +341,34 @@ class AgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def InjectFault(self, request, context):
+        """Faults: each belongs to a session and has an id. It heals alone (HealFault),
+        with others (HealAll), when its duration runs out, or when its session ends
+        (closed or reaped), even across an agent crash: the agent journals how to undo
+        each fault before applying it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListFaults(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HealFault(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HealAll(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -448,6 +496,26 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.DisconnectNetwork,
                     request_deserializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.DisconnectNetworkRequest.FromString,
                     response_serializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.Container.SerializeToString,
+            ),
+            'InjectFault': grpc.unary_unary_rpc_method_handler(
+                    servicer.InjectFault,
+                    request_deserializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.InjectFaultRequest.FromString,
+                    response_serializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.Fault.SerializeToString,
+            ),
+            'ListFaults': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFaults,
+                    request_deserializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.ListFaultsRequest.FromString,
+                    response_serializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.ListFaultsResponse.SerializeToString,
+            ),
+            'HealFault': grpc.unary_unary_rpc_method_handler(
+                    servicer.HealFault,
+                    request_deserializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.HealFaultRequest.FromString,
+                    response_serializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.Fault.SerializeToString,
+            ),
+            'HealAll': grpc.unary_unary_rpc_method_handler(
+                    servicer.HealAll,
+                    request_deserializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.HealAllRequest.FromString,
+                    response_serializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.HealAllResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1125,6 +1193,114 @@ class Agent:
             '/shakedown.agent.v1.Agent/DisconnectNetwork',
             shakedown_dot_agent_dot_v1_dot_agent__pb2.DisconnectNetworkRequest.SerializeToString,
             shakedown_dot_agent_dot_v1_dot_agent__pb2.Container.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InjectFault(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shakedown.agent.v1.Agent/InjectFault',
+            shakedown_dot_agent_dot_v1_dot_agent__pb2.InjectFaultRequest.SerializeToString,
+            shakedown_dot_agent_dot_v1_dot_agent__pb2.Fault.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFaults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shakedown.agent.v1.Agent/ListFaults',
+            shakedown_dot_agent_dot_v1_dot_agent__pb2.ListFaultsRequest.SerializeToString,
+            shakedown_dot_agent_dot_v1_dot_agent__pb2.ListFaultsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HealFault(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shakedown.agent.v1.Agent/HealFault',
+            shakedown_dot_agent_dot_v1_dot_agent__pb2.HealFaultRequest.SerializeToString,
+            shakedown_dot_agent_dot_v1_dot_agent__pb2.Fault.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HealAll(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shakedown.agent.v1.Agent/HealAll',
+            shakedown_dot_agent_dot_v1_dot_agent__pb2.HealAllRequest.SerializeToString,
+            shakedown_dot_agent_dot_v1_dot_agent__pb2.HealAllResponse.FromString,
             options,
             channel_credentials,
             insecure,

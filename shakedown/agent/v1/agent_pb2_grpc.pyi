@@ -72,6 +72,15 @@ class AgentStub:
     ListNetworks: _grpc.UnaryUnaryMultiCallable[_agent_pb2.ListNetworksRequest, _agent_pb2.ListNetworksResponse]
     ConnectNetwork: _grpc.UnaryUnaryMultiCallable[_agent_pb2.ConnectNetworkRequest, _agent_pb2.Container]
     DisconnectNetwork: _grpc.UnaryUnaryMultiCallable[_agent_pb2.DisconnectNetworkRequest, _agent_pb2.Container]
+    InjectFault: _grpc.UnaryUnaryMultiCallable[_agent_pb2.InjectFaultRequest, _agent_pb2.Fault]
+    """Faults: each belongs to a session and has an id. It heals alone (HealFault),
+    with others (HealAll), when its duration runs out, or when its session ends
+    (closed or reaped), even across an agent crash: the agent journals how to undo
+    each fault before applying it.
+    """
+    ListFaults: _grpc.UnaryUnaryMultiCallable[_agent_pb2.ListFaultsRequest, _agent_pb2.ListFaultsResponse]
+    HealFault: _grpc.UnaryUnaryMultiCallable[_agent_pb2.HealFaultRequest, _agent_pb2.Fault]
+    HealAll: _grpc.UnaryUnaryMultiCallable[_agent_pb2.HealAllRequest, _agent_pb2.HealAllResponse]
 
 @_typing.type_check_only
 class AgentAsyncStub(AgentStub):
@@ -110,6 +119,15 @@ class AgentAsyncStub(AgentStub):
     ListNetworks: _aio.UnaryUnaryMultiCallable[_agent_pb2.ListNetworksRequest, _agent_pb2.ListNetworksResponse]  # type: ignore[assignment]
     ConnectNetwork: _aio.UnaryUnaryMultiCallable[_agent_pb2.ConnectNetworkRequest, _agent_pb2.Container]  # type: ignore[assignment]
     DisconnectNetwork: _aio.UnaryUnaryMultiCallable[_agent_pb2.DisconnectNetworkRequest, _agent_pb2.Container]  # type: ignore[assignment]
+    InjectFault: _aio.UnaryUnaryMultiCallable[_agent_pb2.InjectFaultRequest, _agent_pb2.Fault]  # type: ignore[assignment]
+    """Faults: each belongs to a session and has an id. It heals alone (HealFault),
+    with others (HealAll), when its duration runs out, or when its session ends
+    (closed or reaped), even across an agent crash: the agent journals how to undo
+    each fault before applying it.
+    """
+    ListFaults: _aio.UnaryUnaryMultiCallable[_agent_pb2.ListFaultsRequest, _agent_pb2.ListFaultsResponse]  # type: ignore[assignment]
+    HealFault: _aio.UnaryUnaryMultiCallable[_agent_pb2.HealFaultRequest, _agent_pb2.Fault]  # type: ignore[assignment]
+    HealAll: _aio.UnaryUnaryMultiCallable[_agent_pb2.HealAllRequest, _agent_pb2.HealAllResponse]  # type: ignore[assignment]
 
 class AgentServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -295,5 +313,38 @@ class AgentServicer(metaclass=_abc_1.ABCMeta):
         request: _agent_pb2.DisconnectNetworkRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_agent_pb2.Container, _abc.Awaitable[_agent_pb2.Container]]: ...
+
+    @_abc_1.abstractmethod
+    def InjectFault(
+        self,
+        request: _agent_pb2.InjectFaultRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agent_pb2.Fault, _abc.Awaitable[_agent_pb2.Fault]]:
+        """Faults: each belongs to a session and has an id. It heals alone (HealFault),
+        with others (HealAll), when its duration runs out, or when its session ends
+        (closed or reaped), even across an agent crash: the agent journals how to undo
+        each fault before applying it.
+        """
+
+    @_abc_1.abstractmethod
+    def ListFaults(
+        self,
+        request: _agent_pb2.ListFaultsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agent_pb2.ListFaultsResponse, _abc.Awaitable[_agent_pb2.ListFaultsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def HealFault(
+        self,
+        request: _agent_pb2.HealFaultRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agent_pb2.Fault, _abc.Awaitable[_agent_pb2.Fault]]: ...
+
+    @_abc_1.abstractmethod
+    def HealAll(
+        self,
+        request: _agent_pb2.HealAllRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agent_pb2.HealAllResponse, _abc.Awaitable[_agent_pb2.HealAllResponse]]: ...
 
 def add_AgentServicer_to_server(servicer: AgentServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -146,6 +146,69 @@ func (ContainerState) EnumDescriptor() ([]byte, []int) {
 	return file_shakedown_agent_v1_agent_proto_rawDescGZIP(), []int{1}
 }
 
+type FaultKind int32
+
+const (
+	FaultKind_FAULT_KIND_UNSPECIFIED FaultKind = 0
+	// Send a signal; healing starts the container again if it is no longer running.
+	FaultKind_FAULT_KIND_KILL FaultKind = 1
+	// Stop; healing starts it again. Without a duration it stays stopped until healed.
+	FaultKind_FAULT_KIND_STOP FaultKind = 2
+	// Pause (freezer); healing unpauses. Without a duration it stays frozen until healed.
+	FaultKind_FAULT_KIND_PAUSE FaultKind = 3
+	// Restart; nothing to undo, but it is recorded like every fault.
+	FaultKind_FAULT_KIND_RESTART FaultKind = 4
+	// Drop traffic between containers: iptables rules in each target's network namespace.
+	FaultKind_FAULT_KIND_PARTITION FaultKind = 5
+)
+
+// Enum value maps for FaultKind.
+var (
+	FaultKind_name = map[int32]string{
+		0: "FAULT_KIND_UNSPECIFIED",
+		1: "FAULT_KIND_KILL",
+		2: "FAULT_KIND_STOP",
+		3: "FAULT_KIND_PAUSE",
+		4: "FAULT_KIND_RESTART",
+		5: "FAULT_KIND_PARTITION",
+	}
+	FaultKind_value = map[string]int32{
+		"FAULT_KIND_UNSPECIFIED": 0,
+		"FAULT_KIND_KILL":        1,
+		"FAULT_KIND_STOP":        2,
+		"FAULT_KIND_PAUSE":       3,
+		"FAULT_KIND_RESTART":     4,
+		"FAULT_KIND_PARTITION":   5,
+	}
+)
+
+func (x FaultKind) Enum() *FaultKind {
+	p := new(FaultKind)
+	*p = x
+	return p
+}
+
+func (x FaultKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FaultKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_shakedown_agent_v1_agent_proto_enumTypes[2].Descriptor()
+}
+
+func (FaultKind) Type() protoreflect.EnumType {
+	return &file_shakedown_agent_v1_agent_proto_enumTypes[2]
+}
+
+func (x FaultKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FaultKind.Descriptor instead.
+func (FaultKind) EnumDescriptor() ([]byte, []int) {
+	return file_shakedown_agent_v1_agent_proto_rawDescGZIP(), []int{2}
+}
+
 type Mount_Type int32
 
 const (
@@ -183,11 +246,11 @@ func (x Mount_Type) String() string {
 }
 
 func (Mount_Type) Descriptor() protoreflect.EnumDescriptor {
-	return file_shakedown_agent_v1_agent_proto_enumTypes[2].Descriptor()
+	return file_shakedown_agent_v1_agent_proto_enumTypes[3].Descriptor()
 }
 
 func (Mount_Type) Type() protoreflect.EnumType {
-	return &file_shakedown_agent_v1_agent_proto_enumTypes[2]
+	return &file_shakedown_agent_v1_agent_proto_enumTypes[3]
 }
 
 func (x Mount_Type) Number() protoreflect.EnumNumber {
@@ -232,11 +295,11 @@ func (x LogChunk_Stream) String() string {
 }
 
 func (LogChunk_Stream) Descriptor() protoreflect.EnumDescriptor {
-	return file_shakedown_agent_v1_agent_proto_enumTypes[3].Descriptor()
+	return file_shakedown_agent_v1_agent_proto_enumTypes[4].Descriptor()
 }
 
 func (LogChunk_Stream) Type() protoreflect.EnumType {
-	return &file_shakedown_agent_v1_agent_proto_enumTypes[3]
+	return &file_shakedown_agent_v1_agent_proto_enumTypes[4]
 }
 
 func (x LogChunk_Stream) Number() protoreflect.EnumNumber {
@@ -3399,6 +3462,663 @@ func (x *DisconnectNetworkRequest) GetForce() bool {
 	return false
 }
 
+type ContainerFault struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Id, id prefix or name of a managed or adopted container.
+	Container string `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
+	// KILL: name ("SIGTERM", "TERM") or number ("9"); default SIGKILL.
+	Signal string `protobuf:"bytes,2,opt,name=signal,proto3" json:"signal,omitempty"`
+	// STOP, RESTART: seconds after the stop signal before SIGKILL; default 10.
+	TimeoutSeconds *int32 `protobuf:"varint,3,opt,name=timeout_seconds,json=timeoutSeconds,proto3,oneof" json:"timeout_seconds,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ContainerFault) Reset() {
+	*x = ContainerFault{}
+	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContainerFault) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContainerFault) ProtoMessage() {}
+
+func (x *ContainerFault) ProtoReflect() protoreflect.Message {
+	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContainerFault.ProtoReflect.Descriptor instead.
+func (*ContainerFault) Descriptor() ([]byte, []int) {
+	return file_shakedown_agent_v1_agent_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *ContainerFault) GetContainer() string {
+	if x != nil {
+		return x.Container
+	}
+	return ""
+}
+
+func (x *ContainerFault) GetSignal() string {
+	if x != nil {
+		return x.Signal
+	}
+	return ""
+}
+
+func (x *ContainerFault) GetTimeoutSeconds() int32 {
+	if x != nil && x.TimeoutSeconds != nil {
+		return *x.TimeoutSeconds
+	}
+	return 0
+}
+
+// One target's grudge: it must neither hear from nor talk to its peers.
+type Grudge struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Id, id prefix or name of a running managed or adopted container.
+	Target string `protobuf:"bytes,1,opt,name=target,proto3" json:"target,omitempty"`
+	// Containers (id, id prefix or name: every address it has) or IPv4 addresses/CIDRs.
+	Peers         []string `protobuf:"bytes,2,rep,name=peers,proto3" json:"peers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Grudge) Reset() {
+	*x = Grudge{}
+	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Grudge) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Grudge) ProtoMessage() {}
+
+func (x *Grudge) ProtoReflect() protoreflect.Message {
+	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Grudge.ProtoReflect.Descriptor instead.
+func (*Grudge) Descriptor() ([]byte, []int) {
+	return file_shakedown_agent_v1_agent_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *Grudge) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *Grudge) GetPeers() []string {
+	if x != nil {
+		return x.Peers
+	}
+	return nil
+}
+
+type PartitionFault struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Who cannot hear whom. The driver computes shapes (halves, rings, bridges)
+	// from names; the agent applies exactly this.
+	Grudges       []*Grudge `protobuf:"bytes,1,rep,name=grudges,proto3" json:"grudges,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PartitionFault) Reset() {
+	*x = PartitionFault{}
+	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartitionFault) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartitionFault) ProtoMessage() {}
+
+func (x *PartitionFault) ProtoReflect() protoreflect.Message {
+	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartitionFault.ProtoReflect.Descriptor instead.
+func (*PartitionFault) Descriptor() ([]byte, []int) {
+	return file_shakedown_agent_v1_agent_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *PartitionFault) GetGrudges() []*Grudge {
+	if x != nil {
+		return x.Grudges
+	}
+	return nil
+}
+
+type FaultSpec struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Kind  FaultKind              `protobuf:"varint,1,opt,name=kind,proto3,enum=shakedown.agent.v1.FaultKind" json:"kind,omitempty"`
+	// For KILL, STOP, PAUSE and RESTART.
+	Container *ContainerFault `protobuf:"bytes,2,opt,name=container,proto3" json:"container,omitempty"`
+	// For PARTITION.
+	Partition *PartitionFault `protobuf:"bytes,3,opt,name=partition,proto3" json:"partition,omitempty"`
+	// Seconds until it heals itself; 0: until healed or its session ends.
+	DurationSeconds int32 `protobuf:"varint,4,opt,name=duration_seconds,json=durationSeconds,proto3" json:"duration_seconds,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *FaultSpec) Reset() {
+	*x = FaultSpec{}
+	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FaultSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FaultSpec) ProtoMessage() {}
+
+func (x *FaultSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FaultSpec.ProtoReflect.Descriptor instead.
+func (*FaultSpec) Descriptor() ([]byte, []int) {
+	return file_shakedown_agent_v1_agent_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *FaultSpec) GetKind() FaultKind {
+	if x != nil {
+		return x.Kind
+	}
+	return FaultKind_FAULT_KIND_UNSPECIFIED
+}
+
+func (x *FaultSpec) GetContainer() *ContainerFault {
+	if x != nil {
+		return x.Container
+	}
+	return nil
+}
+
+func (x *FaultSpec) GetPartition() *PartitionFault {
+	if x != nil {
+		return x.Partition
+	}
+	return nil
+}
+
+func (x *FaultSpec) GetDurationSeconds() int32 {
+	if x != nil {
+		return x.DurationSeconds
+	}
+	return 0
+}
+
+type InjectFaultRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The owning session; required. Its end heals the fault.
+	SessionId     string     `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Spec          *FaultSpec `protobuf:"bytes,2,opt,name=spec,proto3" json:"spec,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InjectFaultRequest) Reset() {
+	*x = InjectFaultRequest{}
+	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InjectFaultRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InjectFaultRequest) ProtoMessage() {}
+
+func (x *InjectFaultRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InjectFaultRequest.ProtoReflect.Descriptor instead.
+func (*InjectFaultRequest) Descriptor() ([]byte, []int) {
+	return file_shakedown_agent_v1_agent_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *InjectFaultRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *InjectFaultRequest) GetSpec() *FaultSpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+type Fault struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Id        string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Kind      FaultKind              `protobuf:"varint,2,opt,name=kind,proto3,enum=shakedown.agent.v1.FaultKind" json:"kind,omitempty"`
+	SessionId string                 `protobuf:"bytes,3,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// Full ids of the containers it acts on.
+	Targets []string `protobuf:"bytes,4,rep,name=targets,proto3" json:"targets,omitempty"`
+	// What was applied, e.g. "signal" -> "SIGTERM", "chain" -> "SD-0123456789ab".
+	Params    map[string]string      `protobuf:"bytes,5,rep,name=params,proto3" json:"params,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	StartedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	// Unset: until healed or its session ends.
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// How it is applied: "docker-engine" or "iptables-netns".
+	Mechanism string                 `protobuf:"bytes,8,opt,name=mechanism,proto3" json:"mechanism,omitempty"`
+	Healed    bool                   `protobuf:"varint,9,opt,name=healed,proto3" json:"healed,omitempty"`
+	HealedAt  *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=healed_at,json=healedAt,proto3" json:"healed_at,omitempty"`
+	// The spec as requested (full state: a fault can be re-injected from it).
+	Spec *FaultSpec `protobuf:"bytes,11,opt,name=spec,proto3" json:"spec,omitempty"`
+	// What healing found, e.g. "container gone: nothing left to undo".
+	HealNote      string `protobuf:"bytes,12,opt,name=heal_note,json=healNote,proto3" json:"heal_note,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Fault) Reset() {
+	*x = Fault{}
+	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Fault) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Fault) ProtoMessage() {}
+
+func (x *Fault) ProtoReflect() protoreflect.Message {
+	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Fault.ProtoReflect.Descriptor instead.
+func (*Fault) Descriptor() ([]byte, []int) {
+	return file_shakedown_agent_v1_agent_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *Fault) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Fault) GetKind() FaultKind {
+	if x != nil {
+		return x.Kind
+	}
+	return FaultKind_FAULT_KIND_UNSPECIFIED
+}
+
+func (x *Fault) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *Fault) GetTargets() []string {
+	if x != nil {
+		return x.Targets
+	}
+	return nil
+}
+
+func (x *Fault) GetParams() map[string]string {
+	if x != nil {
+		return x.Params
+	}
+	return nil
+}
+
+func (x *Fault) GetStartedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartedAt
+	}
+	return nil
+}
+
+func (x *Fault) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *Fault) GetMechanism() string {
+	if x != nil {
+		return x.Mechanism
+	}
+	return ""
+}
+
+func (x *Fault) GetHealed() bool {
+	if x != nil {
+		return x.Healed
+	}
+	return false
+}
+
+func (x *Fault) GetHealedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.HealedAt
+	}
+	return nil
+}
+
+func (x *Fault) GetSpec() *FaultSpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+func (x *Fault) GetHealNote() string {
+	if x != nil {
+		return x.HealNote
+	}
+	return ""
+}
+
+type ListFaultsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only this session's faults; empty: every active fault on the node.
+	SessionId     string `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFaultsRequest) Reset() {
+	*x = ListFaultsRequest{}
+	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFaultsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFaultsRequest) ProtoMessage() {}
+
+func (x *ListFaultsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFaultsRequest.ProtoReflect.Descriptor instead.
+func (*ListFaultsRequest) Descriptor() ([]byte, []int) {
+	return file_shakedown_agent_v1_agent_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *ListFaultsRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+type ListFaultsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Faults        []*Fault               `protobuf:"bytes,1,rep,name=faults,proto3" json:"faults,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFaultsResponse) Reset() {
+	*x = ListFaultsResponse{}
+	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFaultsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFaultsResponse) ProtoMessage() {}
+
+func (x *ListFaultsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFaultsResponse.ProtoReflect.Descriptor instead.
+func (*ListFaultsResponse) Descriptor() ([]byte, []int) {
+	return file_shakedown_agent_v1_agent_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *ListFaultsResponse) GetFaults() []*Fault {
+	if x != nil {
+		return x.Faults
+	}
+	return nil
+}
+
+type HealFaultRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FaultId       string                 `protobuf:"bytes,1,opt,name=fault_id,json=faultId,proto3" json:"fault_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HealFaultRequest) Reset() {
+	*x = HealFaultRequest{}
+	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HealFaultRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HealFaultRequest) ProtoMessage() {}
+
+func (x *HealFaultRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HealFaultRequest.ProtoReflect.Descriptor instead.
+func (*HealFaultRequest) Descriptor() ([]byte, []int) {
+	return file_shakedown_agent_v1_agent_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *HealFaultRequest) GetFaultId() string {
+	if x != nil {
+		return x.FaultId
+	}
+	return ""
+}
+
+type HealAllRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Heal this session's faults ...
+	SessionId string `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// ... or, with all set (and no session_id), every fault on the node.
+	All           bool `protobuf:"varint,2,opt,name=all,proto3" json:"all,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HealAllRequest) Reset() {
+	*x = HealAllRequest{}
+	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HealAllRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HealAllRequest) ProtoMessage() {}
+
+func (x *HealAllRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HealAllRequest.ProtoReflect.Descriptor instead.
+func (*HealAllRequest) Descriptor() ([]byte, []int) {
+	return file_shakedown_agent_v1_agent_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *HealAllRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *HealAllRequest) GetAll() bool {
+	if x != nil {
+		return x.All
+	}
+	return false
+}
+
+type HealAllResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Healed        []*Fault               `protobuf:"bytes,1,rep,name=healed,proto3" json:"healed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HealAllResponse) Reset() {
+	*x = HealAllResponse{}
+	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HealAllResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HealAllResponse) ProtoMessage() {}
+
+func (x *HealAllResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HealAllResponse.ProtoReflect.Descriptor instead.
+func (*HealAllResponse) Descriptor() ([]byte, []int) {
+	return file_shakedown_agent_v1_agent_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *HealAllResponse) GetHealed() []*Fault {
+	if x != nil {
+		return x.Healed
+	}
+	return nil
+}
+
 var File_shakedown_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_shakedown_agent_v1_agent_proto_rawDesc = "" +
@@ -3719,7 +4439,59 @@ const file_shakedown_agent_v1_agent_proto_rawDesc = "" +
 	"\x18DisconnectNetworkRequest\x12\x18\n" +
 	"\anetwork\x18\x01 \x01(\tR\anetwork\x12\x1c\n" +
 	"\tcontainer\x18\x02 \x01(\tR\tcontainer\x12\x14\n" +
-	"\x05force\x18\x03 \x01(\bR\x05force*x\n" +
+	"\x05force\x18\x03 \x01(\bR\x05force\"\x88\x01\n" +
+	"\x0eContainerFault\x12\x1c\n" +
+	"\tcontainer\x18\x01 \x01(\tR\tcontainer\x12\x16\n" +
+	"\x06signal\x18\x02 \x01(\tR\x06signal\x12,\n" +
+	"\x0ftimeout_seconds\x18\x03 \x01(\x05H\x00R\x0etimeoutSeconds\x88\x01\x01B\x12\n" +
+	"\x10_timeout_seconds\"6\n" +
+	"\x06Grudge\x12\x16\n" +
+	"\x06target\x18\x01 \x01(\tR\x06target\x12\x14\n" +
+	"\x05peers\x18\x02 \x03(\tR\x05peers\"F\n" +
+	"\x0ePartitionFault\x124\n" +
+	"\agrudges\x18\x01 \x03(\v2\x1a.shakedown.agent.v1.GrudgeR\agrudges\"\xed\x01\n" +
+	"\tFaultSpec\x121\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x1d.shakedown.agent.v1.FaultKindR\x04kind\x12@\n" +
+	"\tcontainer\x18\x02 \x01(\v2\".shakedown.agent.v1.ContainerFaultR\tcontainer\x12@\n" +
+	"\tpartition\x18\x03 \x01(\v2\".shakedown.agent.v1.PartitionFaultR\tpartition\x12)\n" +
+	"\x10duration_seconds\x18\x04 \x01(\x05R\x0fdurationSeconds\"f\n" +
+	"\x12InjectFaultRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x121\n" +
+	"\x04spec\x18\x02 \x01(\v2\x1d.shakedown.agent.v1.FaultSpecR\x04spec\"\xb2\x04\n" +
+	"\x05Fault\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x121\n" +
+	"\x04kind\x18\x02 \x01(\x0e2\x1d.shakedown.agent.v1.FaultKindR\x04kind\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x03 \x01(\tR\tsessionId\x12\x18\n" +
+	"\atargets\x18\x04 \x03(\tR\atargets\x12=\n" +
+	"\x06params\x18\x05 \x03(\v2%.shakedown.agent.v1.Fault.ParamsEntryR\x06params\x129\n" +
+	"\n" +
+	"started_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x129\n" +
+	"\n" +
+	"expires_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x1c\n" +
+	"\tmechanism\x18\b \x01(\tR\tmechanism\x12\x16\n" +
+	"\x06healed\x18\t \x01(\bR\x06healed\x127\n" +
+	"\thealed_at\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\bhealedAt\x121\n" +
+	"\x04spec\x18\v \x01(\v2\x1d.shakedown.agent.v1.FaultSpecR\x04spec\x12\x1b\n" +
+	"\theal_note\x18\f \x01(\tR\bhealNote\x1a9\n" +
+	"\vParamsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"2\n" +
+	"\x11ListFaultsRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\"G\n" +
+	"\x12ListFaultsResponse\x121\n" +
+	"\x06faults\x18\x01 \x03(\v2\x19.shakedown.agent.v1.FaultR\x06faults\"-\n" +
+	"\x10HealFaultRequest\x12\x19\n" +
+	"\bfault_id\x18\x01 \x01(\tR\afaultId\"A\n" +
+	"\x0eHealAllRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x10\n" +
+	"\x03all\x18\x02 \x01(\bR\x03all\"D\n" +
+	"\x0fHealAllResponse\x121\n" +
+	"\x06healed\x18\x01 \x03(\v2\x19.shakedown.agent.v1.FaultR\x06healed*x\n" +
 	"\n" +
 	"PullPolicy\x12\x1b\n" +
 	"\x17PULL_POLICY_UNSPECIFIED\x10\x00\x12\x1e\n" +
@@ -3734,7 +4506,14 @@ const file_shakedown_agent_v1_agent_proto_rawDesc = "" +
 	"\x1aCONTAINER_STATE_RESTARTING\x10\x04\x12\x1a\n" +
 	"\x16CONTAINER_STATE_EXITED\x10\x05\x12\x18\n" +
 	"\x14CONTAINER_STATE_DEAD\x10\x06\x12\x1c\n" +
-	"\x18CONTAINER_STATE_REMOVING\x10\a2\x82\x12\n" +
+	"\x18CONTAINER_STATE_REMOVING\x10\a*\x99\x01\n" +
+	"\tFaultKind\x12\x1a\n" +
+	"\x16FAULT_KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
+	"\x0fFAULT_KIND_KILL\x10\x01\x12\x13\n" +
+	"\x0fFAULT_KIND_STOP\x10\x02\x12\x14\n" +
+	"\x10FAULT_KIND_PAUSE\x10\x03\x12\x16\n" +
+	"\x12FAULT_KIND_RESTART\x10\x04\x12\x18\n" +
+	"\x14FAULT_KIND_PARTITION\x10\x052\xd3\x14\n" +
 	"\x05Agent\x12S\n" +
 	"\vGetNodeInfo\x12&.shakedown.agent.v1.GetNodeInfoRequest\x1a\x1c.shakedown.agent.v1.NodeInfo\x12\\\n" +
 	"\x0fCreateContainer\x12*.shakedown.agent.v1.CreateContainerRequest\x1a\x1d.shakedown.agent.v1.Container\x12Z\n" +
@@ -3760,7 +4539,12 @@ const file_shakedown_agent_v1_agent_proto_rawDesc = "" +
 	"\x0eInspectNetwork\x12).shakedown.agent.v1.InspectNetworkRequest\x1a\x1b.shakedown.agent.v1.Network\x12a\n" +
 	"\fListNetworks\x12'.shakedown.agent.v1.ListNetworksRequest\x1a(.shakedown.agent.v1.ListNetworksResponse\x12Z\n" +
 	"\x0eConnectNetwork\x12).shakedown.agent.v1.ConnectNetworkRequest\x1a\x1d.shakedown.agent.v1.Container\x12`\n" +
-	"\x11DisconnectNetwork\x12,.shakedown.agent.v1.DisconnectNetworkRequest\x1a\x1d.shakedown.agent.v1.ContainerBFZDgithub.com/shakedown-dev/shakedown/go/gen/shakedown/agent/v1;agentv1b\x06proto3"
+	"\x11DisconnectNetwork\x12,.shakedown.agent.v1.DisconnectNetworkRequest\x1a\x1d.shakedown.agent.v1.Container\x12P\n" +
+	"\vInjectFault\x12&.shakedown.agent.v1.InjectFaultRequest\x1a\x19.shakedown.agent.v1.Fault\x12[\n" +
+	"\n" +
+	"ListFaults\x12%.shakedown.agent.v1.ListFaultsRequest\x1a&.shakedown.agent.v1.ListFaultsResponse\x12L\n" +
+	"\tHealFault\x12$.shakedown.agent.v1.HealFaultRequest\x1a\x19.shakedown.agent.v1.Fault\x12R\n" +
+	"\aHealAll\x12\".shakedown.agent.v1.HealAllRequest\x1a#.shakedown.agent.v1.HealAllResponseBFZDgithub.com/shakedown-dev/shakedown/go/gen/shakedown/agent/v1;agentv1b\x06proto3"
 
 var (
 	file_shakedown_agent_v1_agent_proto_rawDescOnce sync.Once
@@ -3774,161 +4558,195 @@ func file_shakedown_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_shakedown_agent_v1_agent_proto_rawDescData
 }
 
-var file_shakedown_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_shakedown_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
+var file_shakedown_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_shakedown_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 68)
 var file_shakedown_agent_v1_agent_proto_goTypes = []any{
 	(PullPolicy)(0),                  // 0: shakedown.agent.v1.PullPolicy
 	(ContainerState)(0),              // 1: shakedown.agent.v1.ContainerState
-	(Mount_Type)(0),                  // 2: shakedown.agent.v1.Mount.Type
-	(LogChunk_Stream)(0),             // 3: shakedown.agent.v1.LogChunk.Stream
-	(*GetNodeInfoRequest)(nil),       // 4: shakedown.agent.v1.GetNodeInfoRequest
-	(*Capability)(nil),               // 5: shakedown.agent.v1.Capability
-	(*Policy)(nil),                   // 6: shakedown.agent.v1.Policy
-	(*NodeInfo)(nil),                 // 7: shakedown.agent.v1.NodeInfo
-	(*PortMapping)(nil),              // 8: shakedown.agent.v1.PortMapping
-	(*Resources)(nil),                // 9: shakedown.agent.v1.Resources
-	(*RestartPolicy)(nil),            // 10: shakedown.agent.v1.RestartPolicy
-	(*Mount)(nil),                    // 11: shakedown.agent.v1.Mount
-	(*ContainerSpec)(nil),            // 12: shakedown.agent.v1.ContainerSpec
-	(*CreateContainerRequest)(nil),   // 13: shakedown.agent.v1.CreateContainerRequest
-	(*Container)(nil),                // 14: shakedown.agent.v1.Container
-	(*StartContainerRequest)(nil),    // 15: shakedown.agent.v1.StartContainerRequest
-	(*StopContainerRequest)(nil),     // 16: shakedown.agent.v1.StopContainerRequest
-	(*KillContainerRequest)(nil),     // 17: shakedown.agent.v1.KillContainerRequest
-	(*PauseContainerRequest)(nil),    // 18: shakedown.agent.v1.PauseContainerRequest
-	(*UnpauseContainerRequest)(nil),  // 19: shakedown.agent.v1.UnpauseContainerRequest
-	(*RestartContainerRequest)(nil),  // 20: shakedown.agent.v1.RestartContainerRequest
-	(*RemoveContainerRequest)(nil),   // 21: shakedown.agent.v1.RemoveContainerRequest
-	(*RemoveContainerResponse)(nil),  // 22: shakedown.agent.v1.RemoveContainerResponse
-	(*InspectContainerRequest)(nil),  // 23: shakedown.agent.v1.InspectContainerRequest
-	(*ListContainersRequest)(nil),    // 24: shakedown.agent.v1.ListContainersRequest
-	(*ListContainersResponse)(nil),   // 25: shakedown.agent.v1.ListContainersResponse
-	(*WaitContainerRequest)(nil),     // 26: shakedown.agent.v1.WaitContainerRequest
-	(*WaitContainerResponse)(nil),    // 27: shakedown.agent.v1.WaitContainerResponse
-	(*LogsRequest)(nil),              // 28: shakedown.agent.v1.LogsRequest
-	(*LogChunk)(nil),                 // 29: shakedown.agent.v1.LogChunk
-	(*ExecRequest)(nil),              // 30: shakedown.agent.v1.ExecRequest
-	(*ExecResponse)(nil),             // 31: shakedown.agent.v1.ExecResponse
-	(*EventsRequest)(nil),            // 32: shakedown.agent.v1.EventsRequest
-	(*Event)(nil),                    // 33: shakedown.agent.v1.Event
-	(*OpenSessionRequest)(nil),       // 34: shakedown.agent.v1.OpenSessionRequest
-	(*Session)(nil),                  // 35: shakedown.agent.v1.Session
-	(*KeepAliveRequest)(nil),         // 36: shakedown.agent.v1.KeepAliveRequest
-	(*CloseSessionRequest)(nil),      // 37: shakedown.agent.v1.CloseSessionRequest
-	(*CloseSessionResponse)(nil),     // 38: shakedown.agent.v1.CloseSessionResponse
-	(*ListSessionsRequest)(nil),      // 39: shakedown.agent.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),     // 40: shakedown.agent.v1.ListSessionsResponse
-	(*CreateNetworkRequest)(nil),     // 41: shakedown.agent.v1.CreateNetworkRequest
-	(*Network)(nil),                  // 42: shakedown.agent.v1.Network
-	(*RemoveNetworkRequest)(nil),     // 43: shakedown.agent.v1.RemoveNetworkRequest
-	(*RemoveNetworkResponse)(nil),    // 44: shakedown.agent.v1.RemoveNetworkResponse
-	(*InspectNetworkRequest)(nil),    // 45: shakedown.agent.v1.InspectNetworkRequest
-	(*ListNetworksRequest)(nil),      // 46: shakedown.agent.v1.ListNetworksRequest
-	(*ListNetworksResponse)(nil),     // 47: shakedown.agent.v1.ListNetworksResponse
-	(*ConnectNetworkRequest)(nil),    // 48: shakedown.agent.v1.ConnectNetworkRequest
-	(*DisconnectNetworkRequest)(nil), // 49: shakedown.agent.v1.DisconnectNetworkRequest
-	nil,                              // 50: shakedown.agent.v1.ContainerSpec.EnvEntry
-	nil,                              // 51: shakedown.agent.v1.ContainerSpec.LabelsEntry
-	nil,                              // 52: shakedown.agent.v1.Container.LabelsEntry
-	nil,                              // 53: shakedown.agent.v1.Container.IpAddressesEntry
-	nil,                              // 54: shakedown.agent.v1.ExecRequest.EnvEntry
-	nil,                              // 55: shakedown.agent.v1.Event.LabelsEntry
-	nil,                              // 56: shakedown.agent.v1.OpenSessionRequest.LabelsEntry
-	nil,                              // 57: shakedown.agent.v1.Session.LabelsEntry
-	nil,                              // 58: shakedown.agent.v1.CreateNetworkRequest.LabelsEntry
-	nil,                              // 59: shakedown.agent.v1.Network.LabelsEntry
-	(*timestamppb.Timestamp)(nil),    // 60: google.protobuf.Timestamp
+	(FaultKind)(0),                   // 2: shakedown.agent.v1.FaultKind
+	(Mount_Type)(0),                  // 3: shakedown.agent.v1.Mount.Type
+	(LogChunk_Stream)(0),             // 4: shakedown.agent.v1.LogChunk.Stream
+	(*GetNodeInfoRequest)(nil),       // 5: shakedown.agent.v1.GetNodeInfoRequest
+	(*Capability)(nil),               // 6: shakedown.agent.v1.Capability
+	(*Policy)(nil),                   // 7: shakedown.agent.v1.Policy
+	(*NodeInfo)(nil),                 // 8: shakedown.agent.v1.NodeInfo
+	(*PortMapping)(nil),              // 9: shakedown.agent.v1.PortMapping
+	(*Resources)(nil),                // 10: shakedown.agent.v1.Resources
+	(*RestartPolicy)(nil),            // 11: shakedown.agent.v1.RestartPolicy
+	(*Mount)(nil),                    // 12: shakedown.agent.v1.Mount
+	(*ContainerSpec)(nil),            // 13: shakedown.agent.v1.ContainerSpec
+	(*CreateContainerRequest)(nil),   // 14: shakedown.agent.v1.CreateContainerRequest
+	(*Container)(nil),                // 15: shakedown.agent.v1.Container
+	(*StartContainerRequest)(nil),    // 16: shakedown.agent.v1.StartContainerRequest
+	(*StopContainerRequest)(nil),     // 17: shakedown.agent.v1.StopContainerRequest
+	(*KillContainerRequest)(nil),     // 18: shakedown.agent.v1.KillContainerRequest
+	(*PauseContainerRequest)(nil),    // 19: shakedown.agent.v1.PauseContainerRequest
+	(*UnpauseContainerRequest)(nil),  // 20: shakedown.agent.v1.UnpauseContainerRequest
+	(*RestartContainerRequest)(nil),  // 21: shakedown.agent.v1.RestartContainerRequest
+	(*RemoveContainerRequest)(nil),   // 22: shakedown.agent.v1.RemoveContainerRequest
+	(*RemoveContainerResponse)(nil),  // 23: shakedown.agent.v1.RemoveContainerResponse
+	(*InspectContainerRequest)(nil),  // 24: shakedown.agent.v1.InspectContainerRequest
+	(*ListContainersRequest)(nil),    // 25: shakedown.agent.v1.ListContainersRequest
+	(*ListContainersResponse)(nil),   // 26: shakedown.agent.v1.ListContainersResponse
+	(*WaitContainerRequest)(nil),     // 27: shakedown.agent.v1.WaitContainerRequest
+	(*WaitContainerResponse)(nil),    // 28: shakedown.agent.v1.WaitContainerResponse
+	(*LogsRequest)(nil),              // 29: shakedown.agent.v1.LogsRequest
+	(*LogChunk)(nil),                 // 30: shakedown.agent.v1.LogChunk
+	(*ExecRequest)(nil),              // 31: shakedown.agent.v1.ExecRequest
+	(*ExecResponse)(nil),             // 32: shakedown.agent.v1.ExecResponse
+	(*EventsRequest)(nil),            // 33: shakedown.agent.v1.EventsRequest
+	(*Event)(nil),                    // 34: shakedown.agent.v1.Event
+	(*OpenSessionRequest)(nil),       // 35: shakedown.agent.v1.OpenSessionRequest
+	(*Session)(nil),                  // 36: shakedown.agent.v1.Session
+	(*KeepAliveRequest)(nil),         // 37: shakedown.agent.v1.KeepAliveRequest
+	(*CloseSessionRequest)(nil),      // 38: shakedown.agent.v1.CloseSessionRequest
+	(*CloseSessionResponse)(nil),     // 39: shakedown.agent.v1.CloseSessionResponse
+	(*ListSessionsRequest)(nil),      // 40: shakedown.agent.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),     // 41: shakedown.agent.v1.ListSessionsResponse
+	(*CreateNetworkRequest)(nil),     // 42: shakedown.agent.v1.CreateNetworkRequest
+	(*Network)(nil),                  // 43: shakedown.agent.v1.Network
+	(*RemoveNetworkRequest)(nil),     // 44: shakedown.agent.v1.RemoveNetworkRequest
+	(*RemoveNetworkResponse)(nil),    // 45: shakedown.agent.v1.RemoveNetworkResponse
+	(*InspectNetworkRequest)(nil),    // 46: shakedown.agent.v1.InspectNetworkRequest
+	(*ListNetworksRequest)(nil),      // 47: shakedown.agent.v1.ListNetworksRequest
+	(*ListNetworksResponse)(nil),     // 48: shakedown.agent.v1.ListNetworksResponse
+	(*ConnectNetworkRequest)(nil),    // 49: shakedown.agent.v1.ConnectNetworkRequest
+	(*DisconnectNetworkRequest)(nil), // 50: shakedown.agent.v1.DisconnectNetworkRequest
+	(*ContainerFault)(nil),           // 51: shakedown.agent.v1.ContainerFault
+	(*Grudge)(nil),                   // 52: shakedown.agent.v1.Grudge
+	(*PartitionFault)(nil),           // 53: shakedown.agent.v1.PartitionFault
+	(*FaultSpec)(nil),                // 54: shakedown.agent.v1.FaultSpec
+	(*InjectFaultRequest)(nil),       // 55: shakedown.agent.v1.InjectFaultRequest
+	(*Fault)(nil),                    // 56: shakedown.agent.v1.Fault
+	(*ListFaultsRequest)(nil),        // 57: shakedown.agent.v1.ListFaultsRequest
+	(*ListFaultsResponse)(nil),       // 58: shakedown.agent.v1.ListFaultsResponse
+	(*HealFaultRequest)(nil),         // 59: shakedown.agent.v1.HealFaultRequest
+	(*HealAllRequest)(nil),           // 60: shakedown.agent.v1.HealAllRequest
+	(*HealAllResponse)(nil),          // 61: shakedown.agent.v1.HealAllResponse
+	nil,                              // 62: shakedown.agent.v1.ContainerSpec.EnvEntry
+	nil,                              // 63: shakedown.agent.v1.ContainerSpec.LabelsEntry
+	nil,                              // 64: shakedown.agent.v1.Container.LabelsEntry
+	nil,                              // 65: shakedown.agent.v1.Container.IpAddressesEntry
+	nil,                              // 66: shakedown.agent.v1.ExecRequest.EnvEntry
+	nil,                              // 67: shakedown.agent.v1.Event.LabelsEntry
+	nil,                              // 68: shakedown.agent.v1.OpenSessionRequest.LabelsEntry
+	nil,                              // 69: shakedown.agent.v1.Session.LabelsEntry
+	nil,                              // 70: shakedown.agent.v1.CreateNetworkRequest.LabelsEntry
+	nil,                              // 71: shakedown.agent.v1.Network.LabelsEntry
+	nil,                              // 72: shakedown.agent.v1.Fault.ParamsEntry
+	(*timestamppb.Timestamp)(nil),    // 73: google.protobuf.Timestamp
 }
 var file_shakedown_agent_v1_agent_proto_depIdxs = []int32{
-	5,  // 0: shakedown.agent.v1.NodeInfo.capabilities:type_name -> shakedown.agent.v1.Capability
-	6,  // 1: shakedown.agent.v1.NodeInfo.policy:type_name -> shakedown.agent.v1.Policy
-	60, // 2: shakedown.agent.v1.NodeInfo.server_time:type_name -> google.protobuf.Timestamp
-	2,  // 3: shakedown.agent.v1.Mount.type:type_name -> shakedown.agent.v1.Mount.Type
-	50, // 4: shakedown.agent.v1.ContainerSpec.env:type_name -> shakedown.agent.v1.ContainerSpec.EnvEntry
-	51, // 5: shakedown.agent.v1.ContainerSpec.labels:type_name -> shakedown.agent.v1.ContainerSpec.LabelsEntry
-	8,  // 6: shakedown.agent.v1.ContainerSpec.ports:type_name -> shakedown.agent.v1.PortMapping
-	9,  // 7: shakedown.agent.v1.ContainerSpec.resources:type_name -> shakedown.agent.v1.Resources
-	10, // 8: shakedown.agent.v1.ContainerSpec.restart_policy:type_name -> shakedown.agent.v1.RestartPolicy
+	6,  // 0: shakedown.agent.v1.NodeInfo.capabilities:type_name -> shakedown.agent.v1.Capability
+	7,  // 1: shakedown.agent.v1.NodeInfo.policy:type_name -> shakedown.agent.v1.Policy
+	73, // 2: shakedown.agent.v1.NodeInfo.server_time:type_name -> google.protobuf.Timestamp
+	3,  // 3: shakedown.agent.v1.Mount.type:type_name -> shakedown.agent.v1.Mount.Type
+	62, // 4: shakedown.agent.v1.ContainerSpec.env:type_name -> shakedown.agent.v1.ContainerSpec.EnvEntry
+	63, // 5: shakedown.agent.v1.ContainerSpec.labels:type_name -> shakedown.agent.v1.ContainerSpec.LabelsEntry
+	9,  // 6: shakedown.agent.v1.ContainerSpec.ports:type_name -> shakedown.agent.v1.PortMapping
+	10, // 7: shakedown.agent.v1.ContainerSpec.resources:type_name -> shakedown.agent.v1.Resources
+	11, // 8: shakedown.agent.v1.ContainerSpec.restart_policy:type_name -> shakedown.agent.v1.RestartPolicy
 	0,  // 9: shakedown.agent.v1.ContainerSpec.pull_policy:type_name -> shakedown.agent.v1.PullPolicy
-	11, // 10: shakedown.agent.v1.ContainerSpec.mounts:type_name -> shakedown.agent.v1.Mount
-	12, // 11: shakedown.agent.v1.CreateContainerRequest.spec:type_name -> shakedown.agent.v1.ContainerSpec
+	12, // 10: shakedown.agent.v1.ContainerSpec.mounts:type_name -> shakedown.agent.v1.Mount
+	13, // 11: shakedown.agent.v1.CreateContainerRequest.spec:type_name -> shakedown.agent.v1.ContainerSpec
 	1,  // 12: shakedown.agent.v1.Container.state:type_name -> shakedown.agent.v1.ContainerState
-	52, // 13: shakedown.agent.v1.Container.labels:type_name -> shakedown.agent.v1.Container.LabelsEntry
-	60, // 14: shakedown.agent.v1.Container.created_at:type_name -> google.protobuf.Timestamp
-	60, // 15: shakedown.agent.v1.Container.started_at:type_name -> google.protobuf.Timestamp
-	60, // 16: shakedown.agent.v1.Container.finished_at:type_name -> google.protobuf.Timestamp
-	8,  // 17: shakedown.agent.v1.Container.ports:type_name -> shakedown.agent.v1.PortMapping
-	53, // 18: shakedown.agent.v1.Container.ip_addresses:type_name -> shakedown.agent.v1.Container.IpAddressesEntry
-	14, // 19: shakedown.agent.v1.ListContainersResponse.containers:type_name -> shakedown.agent.v1.Container
-	60, // 20: shakedown.agent.v1.LogsRequest.since:type_name -> google.protobuf.Timestamp
-	3,  // 21: shakedown.agent.v1.LogChunk.stream:type_name -> shakedown.agent.v1.LogChunk.Stream
-	54, // 22: shakedown.agent.v1.ExecRequest.env:type_name -> shakedown.agent.v1.ExecRequest.EnvEntry
-	60, // 23: shakedown.agent.v1.Event.time:type_name -> google.protobuf.Timestamp
-	55, // 24: shakedown.agent.v1.Event.labels:type_name -> shakedown.agent.v1.Event.LabelsEntry
-	56, // 25: shakedown.agent.v1.OpenSessionRequest.labels:type_name -> shakedown.agent.v1.OpenSessionRequest.LabelsEntry
-	60, // 26: shakedown.agent.v1.Session.created_at:type_name -> google.protobuf.Timestamp
-	60, // 27: shakedown.agent.v1.Session.expires_at:type_name -> google.protobuf.Timestamp
-	57, // 28: shakedown.agent.v1.Session.labels:type_name -> shakedown.agent.v1.Session.LabelsEntry
-	35, // 29: shakedown.agent.v1.ListSessionsResponse.sessions:type_name -> shakedown.agent.v1.Session
-	58, // 30: shakedown.agent.v1.CreateNetworkRequest.labels:type_name -> shakedown.agent.v1.CreateNetworkRequest.LabelsEntry
-	59, // 31: shakedown.agent.v1.Network.labels:type_name -> shakedown.agent.v1.Network.LabelsEntry
-	60, // 32: shakedown.agent.v1.Network.created_at:type_name -> google.protobuf.Timestamp
-	42, // 33: shakedown.agent.v1.ListNetworksResponse.networks:type_name -> shakedown.agent.v1.Network
-	4,  // 34: shakedown.agent.v1.Agent.GetNodeInfo:input_type -> shakedown.agent.v1.GetNodeInfoRequest
-	13, // 35: shakedown.agent.v1.Agent.CreateContainer:input_type -> shakedown.agent.v1.CreateContainerRequest
-	15, // 36: shakedown.agent.v1.Agent.StartContainer:input_type -> shakedown.agent.v1.StartContainerRequest
-	16, // 37: shakedown.agent.v1.Agent.StopContainer:input_type -> shakedown.agent.v1.StopContainerRequest
-	17, // 38: shakedown.agent.v1.Agent.KillContainer:input_type -> shakedown.agent.v1.KillContainerRequest
-	18, // 39: shakedown.agent.v1.Agent.PauseContainer:input_type -> shakedown.agent.v1.PauseContainerRequest
-	19, // 40: shakedown.agent.v1.Agent.UnpauseContainer:input_type -> shakedown.agent.v1.UnpauseContainerRequest
-	20, // 41: shakedown.agent.v1.Agent.RestartContainer:input_type -> shakedown.agent.v1.RestartContainerRequest
-	21, // 42: shakedown.agent.v1.Agent.RemoveContainer:input_type -> shakedown.agent.v1.RemoveContainerRequest
-	23, // 43: shakedown.agent.v1.Agent.InspectContainer:input_type -> shakedown.agent.v1.InspectContainerRequest
-	24, // 44: shakedown.agent.v1.Agent.ListContainers:input_type -> shakedown.agent.v1.ListContainersRequest
-	26, // 45: shakedown.agent.v1.Agent.WaitContainer:input_type -> shakedown.agent.v1.WaitContainerRequest
-	28, // 46: shakedown.agent.v1.Agent.Logs:input_type -> shakedown.agent.v1.LogsRequest
-	30, // 47: shakedown.agent.v1.Agent.Exec:input_type -> shakedown.agent.v1.ExecRequest
-	32, // 48: shakedown.agent.v1.Agent.Events:input_type -> shakedown.agent.v1.EventsRequest
-	34, // 49: shakedown.agent.v1.Agent.OpenSession:input_type -> shakedown.agent.v1.OpenSessionRequest
-	36, // 50: shakedown.agent.v1.Agent.KeepAlive:input_type -> shakedown.agent.v1.KeepAliveRequest
-	37, // 51: shakedown.agent.v1.Agent.CloseSession:input_type -> shakedown.agent.v1.CloseSessionRequest
-	39, // 52: shakedown.agent.v1.Agent.ListSessions:input_type -> shakedown.agent.v1.ListSessionsRequest
-	41, // 53: shakedown.agent.v1.Agent.CreateNetwork:input_type -> shakedown.agent.v1.CreateNetworkRequest
-	43, // 54: shakedown.agent.v1.Agent.RemoveNetwork:input_type -> shakedown.agent.v1.RemoveNetworkRequest
-	45, // 55: shakedown.agent.v1.Agent.InspectNetwork:input_type -> shakedown.agent.v1.InspectNetworkRequest
-	46, // 56: shakedown.agent.v1.Agent.ListNetworks:input_type -> shakedown.agent.v1.ListNetworksRequest
-	48, // 57: shakedown.agent.v1.Agent.ConnectNetwork:input_type -> shakedown.agent.v1.ConnectNetworkRequest
-	49, // 58: shakedown.agent.v1.Agent.DisconnectNetwork:input_type -> shakedown.agent.v1.DisconnectNetworkRequest
-	7,  // 59: shakedown.agent.v1.Agent.GetNodeInfo:output_type -> shakedown.agent.v1.NodeInfo
-	14, // 60: shakedown.agent.v1.Agent.CreateContainer:output_type -> shakedown.agent.v1.Container
-	14, // 61: shakedown.agent.v1.Agent.StartContainer:output_type -> shakedown.agent.v1.Container
-	14, // 62: shakedown.agent.v1.Agent.StopContainer:output_type -> shakedown.agent.v1.Container
-	14, // 63: shakedown.agent.v1.Agent.KillContainer:output_type -> shakedown.agent.v1.Container
-	14, // 64: shakedown.agent.v1.Agent.PauseContainer:output_type -> shakedown.agent.v1.Container
-	14, // 65: shakedown.agent.v1.Agent.UnpauseContainer:output_type -> shakedown.agent.v1.Container
-	14, // 66: shakedown.agent.v1.Agent.RestartContainer:output_type -> shakedown.agent.v1.Container
-	22, // 67: shakedown.agent.v1.Agent.RemoveContainer:output_type -> shakedown.agent.v1.RemoveContainerResponse
-	14, // 68: shakedown.agent.v1.Agent.InspectContainer:output_type -> shakedown.agent.v1.Container
-	25, // 69: shakedown.agent.v1.Agent.ListContainers:output_type -> shakedown.agent.v1.ListContainersResponse
-	27, // 70: shakedown.agent.v1.Agent.WaitContainer:output_type -> shakedown.agent.v1.WaitContainerResponse
-	29, // 71: shakedown.agent.v1.Agent.Logs:output_type -> shakedown.agent.v1.LogChunk
-	31, // 72: shakedown.agent.v1.Agent.Exec:output_type -> shakedown.agent.v1.ExecResponse
-	33, // 73: shakedown.agent.v1.Agent.Events:output_type -> shakedown.agent.v1.Event
-	35, // 74: shakedown.agent.v1.Agent.OpenSession:output_type -> shakedown.agent.v1.Session
-	35, // 75: shakedown.agent.v1.Agent.KeepAlive:output_type -> shakedown.agent.v1.Session
-	38, // 76: shakedown.agent.v1.Agent.CloseSession:output_type -> shakedown.agent.v1.CloseSessionResponse
-	40, // 77: shakedown.agent.v1.Agent.ListSessions:output_type -> shakedown.agent.v1.ListSessionsResponse
-	42, // 78: shakedown.agent.v1.Agent.CreateNetwork:output_type -> shakedown.agent.v1.Network
-	44, // 79: shakedown.agent.v1.Agent.RemoveNetwork:output_type -> shakedown.agent.v1.RemoveNetworkResponse
-	42, // 80: shakedown.agent.v1.Agent.InspectNetwork:output_type -> shakedown.agent.v1.Network
-	47, // 81: shakedown.agent.v1.Agent.ListNetworks:output_type -> shakedown.agent.v1.ListNetworksResponse
-	14, // 82: shakedown.agent.v1.Agent.ConnectNetwork:output_type -> shakedown.agent.v1.Container
-	14, // 83: shakedown.agent.v1.Agent.DisconnectNetwork:output_type -> shakedown.agent.v1.Container
-	59, // [59:84] is the sub-list for method output_type
-	34, // [34:59] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	64, // 13: shakedown.agent.v1.Container.labels:type_name -> shakedown.agent.v1.Container.LabelsEntry
+	73, // 14: shakedown.agent.v1.Container.created_at:type_name -> google.protobuf.Timestamp
+	73, // 15: shakedown.agent.v1.Container.started_at:type_name -> google.protobuf.Timestamp
+	73, // 16: shakedown.agent.v1.Container.finished_at:type_name -> google.protobuf.Timestamp
+	9,  // 17: shakedown.agent.v1.Container.ports:type_name -> shakedown.agent.v1.PortMapping
+	65, // 18: shakedown.agent.v1.Container.ip_addresses:type_name -> shakedown.agent.v1.Container.IpAddressesEntry
+	15, // 19: shakedown.agent.v1.ListContainersResponse.containers:type_name -> shakedown.agent.v1.Container
+	73, // 20: shakedown.agent.v1.LogsRequest.since:type_name -> google.protobuf.Timestamp
+	4,  // 21: shakedown.agent.v1.LogChunk.stream:type_name -> shakedown.agent.v1.LogChunk.Stream
+	66, // 22: shakedown.agent.v1.ExecRequest.env:type_name -> shakedown.agent.v1.ExecRequest.EnvEntry
+	73, // 23: shakedown.agent.v1.Event.time:type_name -> google.protobuf.Timestamp
+	67, // 24: shakedown.agent.v1.Event.labels:type_name -> shakedown.agent.v1.Event.LabelsEntry
+	68, // 25: shakedown.agent.v1.OpenSessionRequest.labels:type_name -> shakedown.agent.v1.OpenSessionRequest.LabelsEntry
+	73, // 26: shakedown.agent.v1.Session.created_at:type_name -> google.protobuf.Timestamp
+	73, // 27: shakedown.agent.v1.Session.expires_at:type_name -> google.protobuf.Timestamp
+	69, // 28: shakedown.agent.v1.Session.labels:type_name -> shakedown.agent.v1.Session.LabelsEntry
+	36, // 29: shakedown.agent.v1.ListSessionsResponse.sessions:type_name -> shakedown.agent.v1.Session
+	70, // 30: shakedown.agent.v1.CreateNetworkRequest.labels:type_name -> shakedown.agent.v1.CreateNetworkRequest.LabelsEntry
+	71, // 31: shakedown.agent.v1.Network.labels:type_name -> shakedown.agent.v1.Network.LabelsEntry
+	73, // 32: shakedown.agent.v1.Network.created_at:type_name -> google.protobuf.Timestamp
+	43, // 33: shakedown.agent.v1.ListNetworksResponse.networks:type_name -> shakedown.agent.v1.Network
+	52, // 34: shakedown.agent.v1.PartitionFault.grudges:type_name -> shakedown.agent.v1.Grudge
+	2,  // 35: shakedown.agent.v1.FaultSpec.kind:type_name -> shakedown.agent.v1.FaultKind
+	51, // 36: shakedown.agent.v1.FaultSpec.container:type_name -> shakedown.agent.v1.ContainerFault
+	53, // 37: shakedown.agent.v1.FaultSpec.partition:type_name -> shakedown.agent.v1.PartitionFault
+	54, // 38: shakedown.agent.v1.InjectFaultRequest.spec:type_name -> shakedown.agent.v1.FaultSpec
+	2,  // 39: shakedown.agent.v1.Fault.kind:type_name -> shakedown.agent.v1.FaultKind
+	72, // 40: shakedown.agent.v1.Fault.params:type_name -> shakedown.agent.v1.Fault.ParamsEntry
+	73, // 41: shakedown.agent.v1.Fault.started_at:type_name -> google.protobuf.Timestamp
+	73, // 42: shakedown.agent.v1.Fault.expires_at:type_name -> google.protobuf.Timestamp
+	73, // 43: shakedown.agent.v1.Fault.healed_at:type_name -> google.protobuf.Timestamp
+	54, // 44: shakedown.agent.v1.Fault.spec:type_name -> shakedown.agent.v1.FaultSpec
+	56, // 45: shakedown.agent.v1.ListFaultsResponse.faults:type_name -> shakedown.agent.v1.Fault
+	56, // 46: shakedown.agent.v1.HealAllResponse.healed:type_name -> shakedown.agent.v1.Fault
+	5,  // 47: shakedown.agent.v1.Agent.GetNodeInfo:input_type -> shakedown.agent.v1.GetNodeInfoRequest
+	14, // 48: shakedown.agent.v1.Agent.CreateContainer:input_type -> shakedown.agent.v1.CreateContainerRequest
+	16, // 49: shakedown.agent.v1.Agent.StartContainer:input_type -> shakedown.agent.v1.StartContainerRequest
+	17, // 50: shakedown.agent.v1.Agent.StopContainer:input_type -> shakedown.agent.v1.StopContainerRequest
+	18, // 51: shakedown.agent.v1.Agent.KillContainer:input_type -> shakedown.agent.v1.KillContainerRequest
+	19, // 52: shakedown.agent.v1.Agent.PauseContainer:input_type -> shakedown.agent.v1.PauseContainerRequest
+	20, // 53: shakedown.agent.v1.Agent.UnpauseContainer:input_type -> shakedown.agent.v1.UnpauseContainerRequest
+	21, // 54: shakedown.agent.v1.Agent.RestartContainer:input_type -> shakedown.agent.v1.RestartContainerRequest
+	22, // 55: shakedown.agent.v1.Agent.RemoveContainer:input_type -> shakedown.agent.v1.RemoveContainerRequest
+	24, // 56: shakedown.agent.v1.Agent.InspectContainer:input_type -> shakedown.agent.v1.InspectContainerRequest
+	25, // 57: shakedown.agent.v1.Agent.ListContainers:input_type -> shakedown.agent.v1.ListContainersRequest
+	27, // 58: shakedown.agent.v1.Agent.WaitContainer:input_type -> shakedown.agent.v1.WaitContainerRequest
+	29, // 59: shakedown.agent.v1.Agent.Logs:input_type -> shakedown.agent.v1.LogsRequest
+	31, // 60: shakedown.agent.v1.Agent.Exec:input_type -> shakedown.agent.v1.ExecRequest
+	33, // 61: shakedown.agent.v1.Agent.Events:input_type -> shakedown.agent.v1.EventsRequest
+	35, // 62: shakedown.agent.v1.Agent.OpenSession:input_type -> shakedown.agent.v1.OpenSessionRequest
+	37, // 63: shakedown.agent.v1.Agent.KeepAlive:input_type -> shakedown.agent.v1.KeepAliveRequest
+	38, // 64: shakedown.agent.v1.Agent.CloseSession:input_type -> shakedown.agent.v1.CloseSessionRequest
+	40, // 65: shakedown.agent.v1.Agent.ListSessions:input_type -> shakedown.agent.v1.ListSessionsRequest
+	42, // 66: shakedown.agent.v1.Agent.CreateNetwork:input_type -> shakedown.agent.v1.CreateNetworkRequest
+	44, // 67: shakedown.agent.v1.Agent.RemoveNetwork:input_type -> shakedown.agent.v1.RemoveNetworkRequest
+	46, // 68: shakedown.agent.v1.Agent.InspectNetwork:input_type -> shakedown.agent.v1.InspectNetworkRequest
+	47, // 69: shakedown.agent.v1.Agent.ListNetworks:input_type -> shakedown.agent.v1.ListNetworksRequest
+	49, // 70: shakedown.agent.v1.Agent.ConnectNetwork:input_type -> shakedown.agent.v1.ConnectNetworkRequest
+	50, // 71: shakedown.agent.v1.Agent.DisconnectNetwork:input_type -> shakedown.agent.v1.DisconnectNetworkRequest
+	55, // 72: shakedown.agent.v1.Agent.InjectFault:input_type -> shakedown.agent.v1.InjectFaultRequest
+	57, // 73: shakedown.agent.v1.Agent.ListFaults:input_type -> shakedown.agent.v1.ListFaultsRequest
+	59, // 74: shakedown.agent.v1.Agent.HealFault:input_type -> shakedown.agent.v1.HealFaultRequest
+	60, // 75: shakedown.agent.v1.Agent.HealAll:input_type -> shakedown.agent.v1.HealAllRequest
+	8,  // 76: shakedown.agent.v1.Agent.GetNodeInfo:output_type -> shakedown.agent.v1.NodeInfo
+	15, // 77: shakedown.agent.v1.Agent.CreateContainer:output_type -> shakedown.agent.v1.Container
+	15, // 78: shakedown.agent.v1.Agent.StartContainer:output_type -> shakedown.agent.v1.Container
+	15, // 79: shakedown.agent.v1.Agent.StopContainer:output_type -> shakedown.agent.v1.Container
+	15, // 80: shakedown.agent.v1.Agent.KillContainer:output_type -> shakedown.agent.v1.Container
+	15, // 81: shakedown.agent.v1.Agent.PauseContainer:output_type -> shakedown.agent.v1.Container
+	15, // 82: shakedown.agent.v1.Agent.UnpauseContainer:output_type -> shakedown.agent.v1.Container
+	15, // 83: shakedown.agent.v1.Agent.RestartContainer:output_type -> shakedown.agent.v1.Container
+	23, // 84: shakedown.agent.v1.Agent.RemoveContainer:output_type -> shakedown.agent.v1.RemoveContainerResponse
+	15, // 85: shakedown.agent.v1.Agent.InspectContainer:output_type -> shakedown.agent.v1.Container
+	26, // 86: shakedown.agent.v1.Agent.ListContainers:output_type -> shakedown.agent.v1.ListContainersResponse
+	28, // 87: shakedown.agent.v1.Agent.WaitContainer:output_type -> shakedown.agent.v1.WaitContainerResponse
+	30, // 88: shakedown.agent.v1.Agent.Logs:output_type -> shakedown.agent.v1.LogChunk
+	32, // 89: shakedown.agent.v1.Agent.Exec:output_type -> shakedown.agent.v1.ExecResponse
+	34, // 90: shakedown.agent.v1.Agent.Events:output_type -> shakedown.agent.v1.Event
+	36, // 91: shakedown.agent.v1.Agent.OpenSession:output_type -> shakedown.agent.v1.Session
+	36, // 92: shakedown.agent.v1.Agent.KeepAlive:output_type -> shakedown.agent.v1.Session
+	39, // 93: shakedown.agent.v1.Agent.CloseSession:output_type -> shakedown.agent.v1.CloseSessionResponse
+	41, // 94: shakedown.agent.v1.Agent.ListSessions:output_type -> shakedown.agent.v1.ListSessionsResponse
+	43, // 95: shakedown.agent.v1.Agent.CreateNetwork:output_type -> shakedown.agent.v1.Network
+	45, // 96: shakedown.agent.v1.Agent.RemoveNetwork:output_type -> shakedown.agent.v1.RemoveNetworkResponse
+	43, // 97: shakedown.agent.v1.Agent.InspectNetwork:output_type -> shakedown.agent.v1.Network
+	48, // 98: shakedown.agent.v1.Agent.ListNetworks:output_type -> shakedown.agent.v1.ListNetworksResponse
+	15, // 99: shakedown.agent.v1.Agent.ConnectNetwork:output_type -> shakedown.agent.v1.Container
+	15, // 100: shakedown.agent.v1.Agent.DisconnectNetwork:output_type -> shakedown.agent.v1.Container
+	56, // 101: shakedown.agent.v1.Agent.InjectFault:output_type -> shakedown.agent.v1.Fault
+	58, // 102: shakedown.agent.v1.Agent.ListFaults:output_type -> shakedown.agent.v1.ListFaultsResponse
+	56, // 103: shakedown.agent.v1.Agent.HealFault:output_type -> shakedown.agent.v1.Fault
+	61, // 104: shakedown.agent.v1.Agent.HealAll:output_type -> shakedown.agent.v1.HealAllResponse
+	76, // [76:105] is the sub-list for method output_type
+	47, // [47:76] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_shakedown_agent_v1_agent_proto_init() }
@@ -3939,13 +4757,14 @@ func file_shakedown_agent_v1_agent_proto_init() {
 	file_shakedown_agent_v1_agent_proto_msgTypes[12].OneofWrappers = []any{}
 	file_shakedown_agent_v1_agent_proto_msgTypes[16].OneofWrappers = []any{}
 	file_shakedown_agent_v1_agent_proto_msgTypes[29].OneofWrappers = []any{}
+	file_shakedown_agent_v1_agent_proto_msgTypes[46].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shakedown_agent_v1_agent_proto_rawDesc), len(file_shakedown_agent_v1_agent_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   56,
+			NumEnums:      5,
+			NumMessages:   68,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -52,6 +52,10 @@ const (
 	Agent_ListNetworks_FullMethodName      = "/shakedown.agent.v1.Agent/ListNetworks"
 	Agent_ConnectNetwork_FullMethodName    = "/shakedown.agent.v1.Agent/ConnectNetwork"
 	Agent_DisconnectNetwork_FullMethodName = "/shakedown.agent.v1.Agent/DisconnectNetwork"
+	Agent_InjectFault_FullMethodName       = "/shakedown.agent.v1.Agent/InjectFault"
+	Agent_ListFaults_FullMethodName        = "/shakedown.agent.v1.Agent/ListFaults"
+	Agent_HealFault_FullMethodName         = "/shakedown.agent.v1.Agent/HealFault"
+	Agent_HealAll_FullMethodName           = "/shakedown.agent.v1.Agent/HealAll"
 )
 
 // AgentClient is the client API for Agent service.
@@ -90,6 +94,14 @@ type AgentClient interface {
 	ListNetworks(ctx context.Context, in *ListNetworksRequest, opts ...grpc.CallOption) (*ListNetworksResponse, error)
 	ConnectNetwork(ctx context.Context, in *ConnectNetworkRequest, opts ...grpc.CallOption) (*Container, error)
 	DisconnectNetwork(ctx context.Context, in *DisconnectNetworkRequest, opts ...grpc.CallOption) (*Container, error)
+	// Faults: each belongs to a session and has an id. It heals alone (HealFault),
+	// with others (HealAll), when its duration runs out, or when its session ends
+	// (closed or reaped), even across an agent crash: the agent journals how to undo
+	// each fault before applying it.
+	InjectFault(ctx context.Context, in *InjectFaultRequest, opts ...grpc.CallOption) (*Fault, error)
+	ListFaults(ctx context.Context, in *ListFaultsRequest, opts ...grpc.CallOption) (*ListFaultsResponse, error)
+	HealFault(ctx context.Context, in *HealFaultRequest, opts ...grpc.CallOption) (*Fault, error)
+	HealAll(ctx context.Context, in *HealAllRequest, opts ...grpc.CallOption) (*HealAllResponse, error)
 }
 
 type agentClient struct {
@@ -368,6 +380,46 @@ func (c *agentClient) DisconnectNetwork(ctx context.Context, in *DisconnectNetwo
 	return out, nil
 }
 
+func (c *agentClient) InjectFault(ctx context.Context, in *InjectFaultRequest, opts ...grpc.CallOption) (*Fault, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Fault)
+	err := c.cc.Invoke(ctx, Agent_InjectFault_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentClient) ListFaults(ctx context.Context, in *ListFaultsRequest, opts ...grpc.CallOption) (*ListFaultsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListFaultsResponse)
+	err := c.cc.Invoke(ctx, Agent_ListFaults_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentClient) HealFault(ctx context.Context, in *HealFaultRequest, opts ...grpc.CallOption) (*Fault, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Fault)
+	err := c.cc.Invoke(ctx, Agent_HealFault_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentClient) HealAll(ctx context.Context, in *HealAllRequest, opts ...grpc.CallOption) (*HealAllResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(HealAllResponse)
+	err := c.cc.Invoke(ctx, Agent_HealAll_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServer is the server API for Agent service.
 // All implementations must embed UnimplementedAgentServer
 // for forward compatibility.
@@ -404,6 +456,14 @@ type AgentServer interface {
 	ListNetworks(context.Context, *ListNetworksRequest) (*ListNetworksResponse, error)
 	ConnectNetwork(context.Context, *ConnectNetworkRequest) (*Container, error)
 	DisconnectNetwork(context.Context, *DisconnectNetworkRequest) (*Container, error)
+	// Faults: each belongs to a session and has an id. It heals alone (HealFault),
+	// with others (HealAll), when its duration runs out, or when its session ends
+	// (closed or reaped), even across an agent crash: the agent journals how to undo
+	// each fault before applying it.
+	InjectFault(context.Context, *InjectFaultRequest) (*Fault, error)
+	ListFaults(context.Context, *ListFaultsRequest) (*ListFaultsResponse, error)
+	HealFault(context.Context, *HealFaultRequest) (*Fault, error)
+	HealAll(context.Context, *HealAllRequest) (*HealAllResponse, error)
 	mustEmbedUnimplementedAgentServer()
 }
 
@@ -488,6 +548,18 @@ func (UnimplementedAgentServer) ConnectNetwork(context.Context, *ConnectNetworkR
 }
 func (UnimplementedAgentServer) DisconnectNetwork(context.Context, *DisconnectNetworkRequest) (*Container, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method DisconnectNetwork not implemented")
+}
+func (UnimplementedAgentServer) InjectFault(context.Context, *InjectFaultRequest) (*Fault, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method InjectFault not implemented")
+}
+func (UnimplementedAgentServer) ListFaults(context.Context, *ListFaultsRequest) (*ListFaultsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListFaults not implemented")
+}
+func (UnimplementedAgentServer) HealFault(context.Context, *HealFaultRequest) (*Fault, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method HealFault not implemented")
+}
+func (UnimplementedAgentServer) HealAll(context.Context, *HealAllRequest) (*HealAllResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method HealAll not implemented")
 }
 func (UnimplementedAgentServer) mustEmbedUnimplementedAgentServer() {}
 func (UnimplementedAgentServer) testEmbeddedByValue()               {}
@@ -946,6 +1018,78 @@ func _Agent_DisconnectNetwork_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Agent_InjectFault_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(InjectFaultRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).InjectFault(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_InjectFault_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).InjectFault(ctx, req.(*InjectFaultRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Agent_ListFaults_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListFaultsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).ListFaults(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_ListFaults_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).ListFaults(ctx, req.(*ListFaultsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Agent_HealFault_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(HealFaultRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).HealFault(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_HealFault_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).HealFault(ctx, req.(*HealFaultRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Agent_HealAll_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(HealAllRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).HealAll(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_HealAll_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).HealAll(ctx, req.(*HealAllRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Agent_ServiceDesc is the grpc.ServiceDesc for Agent service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1044,6 +1188,22 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DisconnectNetwork",
 			Handler:    _Agent_DisconnectNetwork_Handler,
+		},
+		{
+			MethodName: "InjectFault",
+			Handler:    _Agent_InjectFault_Handler,
+		},
+		{
+			MethodName: "ListFaults",
+			Handler:    _Agent_ListFaults_Handler,
+		},
+		{
+			MethodName: "HealFault",
+			Handler:    _Agent_HealFault_Handler,
+		},
+		{
+			MethodName: "HealAll",
+			Handler:    _Agent_HealAll_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
