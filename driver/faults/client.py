@@ -24,7 +24,7 @@ _RESPONSES: dict[str, type[Message]] = {
 def _call(client: AgentClient, method: str, request: Message, timeout: float | None,
           retry: bool = False) -> Any:
     if method not in client._unary:
-        client._unary[method] = client._channel.unary_unary(
+        client._unary[method] = client._raw_channel.unary_unary(
             f"/{SERVICE}/{method}", request_serializer=None,
             response_deserializer=_RESPONSES[method].FromString)
     return client._call(method, request, timeout, retry=retry)
