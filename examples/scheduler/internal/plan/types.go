@@ -68,6 +68,8 @@ type Replica struct {
 	// It exited and its policy says not to restart: a removed container is not
 	// recreated (until the spec changes).
 	Done bool `json:"done,omitempty"`
+	// When the status last changed (set by the writer, not by decisions).
+	UpdatedAt time.Time `json:"updated_at,omitzero"`
 }
 
 // Kind is what an action does.
