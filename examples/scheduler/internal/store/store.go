@@ -99,6 +99,9 @@ func (s *Store) nodeKey(name string) string   { return s.prefix + "/nodes/" + na
 // ElectionPrefix is the key prefix of the leader election.
 func (s *Store) ElectionPrefix() string { return s.prefix + "/election" }
 
+// Prefix is the root of all of the scheduler's keys, with a trailing "/".
+func (s *Store) Prefix() string { return s.prefix + "/" }
+
 // WorkloadsPrefix and StatusPrefix are watched by WatchWorkloads.
 func (s *Store) WorkloadsPrefix() string { return s.prefix + "/workloads/" }
 func (s *Store) StatusPrefix() string    { return s.prefix + "/status/" }
