@@ -32,6 +32,7 @@ import (
 
 	"github.com/shakedown-dev/shakedown/examples/scheduler/internal/agents"
 	"github.com/shakedown-dev/shakedown/examples/scheduler/internal/discovery"
+	"github.com/shakedown-dev/shakedown/examples/scheduler/internal/labels"
 	"github.com/shakedown-dev/shakedown/examples/scheduler/internal/leader"
 	"github.com/shakedown-dev/shakedown/examples/scheduler/internal/metrics"
 	"github.com/shakedown-dev/shakedown/examples/scheduler/internal/reconcile"
@@ -44,6 +45,24 @@ type config struct {
 	etcd, etcdPrefix, domain, name, metricsAddr, portFile                                            string
 	interval, nodeTimeout                                                                            time.Duration
 	leaseTTL                                                                                         int
+	labels                                                                                           map[string]string
+}
+
+// labelFlag is a repeatable -label KEY=VALUE.
+type labelFlag map[string]string
+
+func (l labelFlag) String() string { return fmt.Sprint(map[string]string(l)) }
+
+func (l labelFlag) Set(v string) error {
+	k, val, ok := strings.Cut(v, "=")
+	if !ok {
+		return fmt.Errorf("%q: want KEY=VALUE", v)
+	}
+	if err := labels.CheckExtra(k); err != nil {
+		return err
+	}
+	l[k] = val
+	return nil
 }
 
 func parseFlags(args []string) (config, error) {
@@ -70,6 +89,8 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.metricsAddr, "metrics", "127.0.0.1:9464", "plain-HTTP /metrics and /healthz address (loopback only)")
 	fs.IntVar(&c.leaseTTL, "lease-ttl", 10, "seconds of the etcd lease behind the record and the candidacy")
 	fs.StringVar(&c.portFile, "port-file", "", "write the bound gRPC port here once serving")
+	c.labels = map[string]string{}
+	fs.Var(labelFlag(c.labels), "label", "KEY=VALUE on every workload container and the agent session (repeatable)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -170,7 +191,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 			if err != nil {
 				return nil, err
 			}
-			return agents.NewRemote(c), nil
+			return agents.NewRemote(c, cfg.labels), nil
 		}, m, log)
 	el, err := leader.New(leader.Config{Client: etcd, Prefix: st.ElectionPrefix(), Name: cfg.name, TTL: cfg.leaseTTL,
 		Metrics: m, Log: log,
@@ -233,7 +254,11 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	case err = <-errc:
 	}
 	hs.Shutdown()
-	<-done // revokes the lease: the record and the candidacy go now
+	select {
+	case <-done: // revoked the lease: the record and the candidacy went with it
+	case <-time.After(time.Duration(cfg.leaseTTL+3) * time.Second):
+		log.Warn("etcd unreachable at shutdown; the lease will expire on its own")
+	}
 	stopped := make(chan struct{})
 	go func() { gs.GracefulStop(); close(stopped) }()
 	select {

@@ -62,12 +62,16 @@ const SessionName = "shakedown-scheduler"
 // Remote is an Agent over a signed agentclient connection.
 type Remote struct {
 	c       *agentclient.Client
+	extra   map[string]string
 	mu      sync.Mutex
 	session string
 }
 
-// NewRemote wraps a dialled client.
-func NewRemote(c *agentclient.Client) *Remote { return &Remote{c: c} }
+// NewRemote wraps a dialled client; extra labels go on every container and
+// on the session (e.g. a test run's id, so its harness can find and clean up).
+func NewRemote(c *agentclient.Client, extra map[string]string) *Remote {
+	return &Remote{c: c, extra: extra}
+}
 
 func (r *Remote) Close() error { return r.c.Close() }
 
@@ -120,7 +124,7 @@ func (r *Remote) sessionID(ctx context.Context, fresh bool) (string, error) {
 		return r.session, nil
 	}
 	s, err := r.c.OpenSession(ctx, &agentv1.OpenSessionRequest{Name: SessionName, Persistent: true,
-		Labels: map[string]string{labels.Managed: "true"}})
+		Labels: labels.Merge(map[string]string{labels.Managed: "true"}, r.extra)})
 	if err != nil {
 		return "", fmt.Errorf("open session %s: %w", SessionName, err)
 	}
@@ -130,6 +134,7 @@ func (r *Remote) sessionID(ctx context.Context, fresh bool) (string, error) {
 
 func (r *Remote) Create(ctx context.Context, req CreateRequest) (string, error) {
 	spec := ContainerSpec(req)
+	spec.Labels = labels.Merge(spec.Labels, r.extra)
 	for attempt := 0; ; attempt++ {
 		sid, err := r.sessionID(ctx, attempt > 0)
 		if err != nil {

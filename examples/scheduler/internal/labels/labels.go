@@ -17,6 +17,7 @@ package labels
 import (
 	"fmt"
 	"strconv"
+	"strings"
 )
 
 const (
@@ -47,6 +48,28 @@ func For(workloadID, name string, index int, generation int64) map[string]string
 		Replica:    strconv.Itoa(index),
 		Generation: strconv.FormatInt(generation, 10),
 	}
+}
+
+// Merge adds extra to l without overriding any key of l.
+func Merge(l, extra map[string]string) map[string]string {
+	for k, v := range extra {
+		if _, ok := l[k]; !ok {
+			l[k] = v
+		}
+	}
+	return l
+}
+
+// CheckExtra validates an operator's extra label key: not reserved by the
+// agent ("io.shakedown.") nor by this convention.
+func CheckExtra(key string) error {
+	switch {
+	case key == "":
+		return fmt.Errorf("label key: must not be empty")
+	case strings.HasPrefix(key, "io.shakedown."), strings.HasPrefix(key, Prefix):
+		return fmt.Errorf("label key %q: the prefixes io.shakedown. and %s are reserved", key, Prefix)
+	}
+	return nil
 }
 
 // Parse reads the identity back; an error names the label that is missing or bad.

@@ -203,6 +203,12 @@ func (s *fakeState) WriteNodes(_ context.Context, _ clientv3.Cmp, nodes []store.
 	return nil
 }
 
+func (s *fakeState) Nodes(context.Context) ([]store.NodeStatus, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.nodes), nil
+}
+
 func (s *fakeState) replicas(id string) []plan.Replica {
 	s.mu.Lock()
 	defer s.mu.Unlock()

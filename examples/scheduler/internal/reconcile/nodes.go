@@ -197,6 +197,31 @@ func (t *nodeTable) Agent(name string) agents.Agent {
 	return nil
 }
 
+// Seed starts a term: what this replica has not seen itself is judged from the
+// previous leader's table. A node unreachable now counts as unreachable since
+// anyone last saw it, or since now when no one ever did, so a new leader
+// neither moves replicas at once off a node it never reached nor waits longer
+// than the timeout after the old leader lost it.
+func (t *nodeTable) Seed(now time.Time, stored []store.NodeStatus) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	last := map[string]time.Time{}
+	for _, s := range stored {
+		last[s.Name] = s.LastSeen
+	}
+	for name, n := range t.nodes {
+		if l := last[name]; l.After(n.lastSeen) {
+			n.lastSeen = l
+		}
+		if !n.healthy {
+			n.failingSince = now
+			if !n.lastSeen.IsZero() {
+				n.failingSince = n.lastSeen
+			}
+		}
+	}
+}
+
 // Subscribe keeps one Events stream open per healthy node, calling trigger on
 // every event; a broken stream is reopened by a later call.
 func (t *nodeTable) Subscribe(ctx context.Context, trigger func()) {

@@ -26,6 +26,7 @@ type State interface {
 	List(ctx context.Context) ([]store.Record, map[string][]plan.Replica, int64, error)
 	WriteStatus(ctx context.Context, guard clientv3.Cmp, id string, reps []plan.Replica) error
 	WriteNodes(ctx context.Context, guard clientv3.Cmp, nodes []store.NodeStatus) error
+	Nodes(ctx context.Context) ([]store.NodeStatus, error)
 }
 
 // Config tunes the loop.
@@ -82,6 +83,11 @@ func (r *Reconciler) Trigger() {
 // lost, or shutdown). It returns when a guarded write finds it no longer leads.
 func (r *Reconciler) Run(ctx context.Context, guard clientv3.Cmp) error {
 	defer r.nodes.Close() // connections and subscriptions belong to one term
+	stored, err := r.state.Nodes(ctx)
+	if err != nil {
+		r.log.Warn("previous node table unreadable; judging nodes from now", "error", err)
+	}
+	r.nodes.Seed(r.now(), stored)
 	t := time.NewTicker(r.cfg.Interval)
 	defer t.Stop()
 	for {

@@ -232,3 +232,28 @@ func TestAgentEventTriggersAPass(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+func TestNewLeaderJudgesNodesFromThePreviousLeadersTable(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		lastSeen time.Duration // before the term starts; 0: never seen
+		move     bool
+	}{{"never seen: wait a full timeout", 0, false}, {"lost a minute ago: move now", time.Minute, true}} {
+		t.Run(c.name, func(t *testing.T) {
+			r, cl, st, clk := setup(t, "n1", "n2")
+			cl["n1"].setDown(true)
+			id := st.add("db", 1, always)
+			st.status = map[string][]plan.Replica{id: {{Index: 0, Node: "n1", ContainerID: "old", Phase: schedulerv1.Phase_PHASE_RUNNING, ObservedGeneration: 1}}}
+			clk.advance(time.Hour) // a follower for an hour, then elected
+			var stored []store.NodeStatus
+			if c.lastSeen > 0 {
+				stored = []store.NodeStatus{{Name: "n1", Healthy: true, LastSeen: clk.now().Add(-c.lastSeen)}}
+			}
+			r.nodes.Seed(clk.now(), stored)
+			pass(t, r)
+			if moved := len(cl["n2"].ids()) == 1; moved != c.move {
+				t.Fatalf("moved %v, want %v: %+v", moved, c.move, st.replicas(id))
+			}
+		})
+	}
+}
