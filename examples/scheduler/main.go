@@ -237,6 +237,14 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	go func() {
 		defer close(done)
 		el.Run(ctx, func(lctx context.Context, guard clientv3.Cmp) {
+			go func() { // act on writes at once, not at the next tick
+				for lctx.Err() == nil {
+					if err := st.WatchDesired(lctx, rec.Trigger); lctx.Err() == nil {
+						log.Warn("desired-state watch ended; again", "error", err)
+						time.Sleep(time.Second)
+					}
+				}
+			}()
 			err := rec.Run(lctx, guard)
 			log.Info("reconciler stopped", "error", err)
 		})

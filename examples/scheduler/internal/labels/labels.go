@@ -7,7 +7,10 @@
 //	dev.shakedown.scheduler.workload-id=<id>  the workload's id (12 hex digits)
 //	dev.shakedown.scheduler.workload=<name>   its name, for people reading `docker ps`
 //	dev.shakedown.scheduler.replica=<index>   the replica index, 0..replicas-1
-//	dev.shakedown.scheduler.generation=<n>    the spec generation it was created from
+//	dev.shakedown.scheduler.generation=<n>    the generation of the container template it
+//	                                          was made from (the last spec change of image,
+//	                                          command, env, ports or resources; scaling or a
+//	                                          new restart policy recreates nothing)
 //
 // Keys under "io.shakedown." are reserved by the agent, hence this prefix.
 // To find a workload's containers on an agent, list with the selectors

@@ -67,13 +67,14 @@ func place(out *Output, nodes []Node, needs []need, u *usage) {
 			continue
 		}
 		u.add(chosen.Name, w)
-		r.Phase, r.Node, r.ContainerID, r.ObservedGeneration = schedulerv1.Phase_PHASE_PENDING, chosen.Name, "", w.Generation
+		r.Phase, r.Node, r.ContainerID = schedulerv1.Phase_PHASE_PENDING, chosen.Name, ""
+		r.ObservedGeneration, r.Template = w.Generation, w.Template
 		r.Done = false
 		if r.Reason == "" {
 			r.Reason = "creating"
 		}
 		out.Actions = append(out.Actions, Action{Kind: Create, Node: chosen.Name, WorkloadID: w.ID,
-			Index: r.Index, Generation: w.Generation, Reason: r.Reason})
+			Index: r.Index, Generation: w.Template, Reason: r.Reason})
 	}
 }
 

@@ -88,7 +88,7 @@ func order(k Kind) int {
 
 // decideReplica settles one replica given its containers; ok when it needs a node.
 func decideReplica(out *Output, in Input, nodes map[string]Node, w *Workload, r *Replica, cands []Container, u *usage) (need, bool) {
-	if r.ObservedGeneration != 0 && r.ObservedGeneration != w.Generation {
+	if r.Template != 0 && r.Template != w.Template {
 		r.Done = false // a new spec runs again, whatever the old one did
 	}
 	if len(cands) == 0 {
@@ -99,34 +99,43 @@ func decideReplica(out *Output, in Input, nodes map[string]Node, w *Workload, r 
 			r.Reason = fmt.Sprintf("node %s unreachable for %s", r.Node, n.UnreachableFor.Round(time.Second))
 			u.add(r.Node, w)
 			return need{}, false
-		case r.Done && r.ObservedGeneration == w.Generation:
+		case r.Done && r.Template == w.Template:
+			r.ObservedGeneration = w.Generation
 			return need{}, false
 		}
-		if r.ContainerID != "" { // it existed and is gone: removed, or its node lost
+		if wait := r.LastAttempt.Add(Backoff(r.Failures)).Sub(in.Now); r.Failures > 0 && wait > 0 {
+			r.Reason = fmt.Sprintf("create failed %d times; next try in %s", r.Failures, wait.Round(time.Second))
+			return need{}, false
+		}
+		switch {
+		case r.ContainerID == "":
+			r.Reason = ""
+		case !known || !n.Healthy: // it existed and its node is lost
 			r.Restarts++
 			r.LastRestart = in.Now
-			if !known || !n.Healthy {
-				r.Reason = fmt.Sprintf("moving off node %s, unreachable", r.Node)
-			} else {
-				r.Reason = "container removed; recreating"
-			}
+			r.Reason = fmt.Sprintf("moving off node %s, unreachable", r.Node)
+		default: // it existed and is gone
+			r.Restarts++
+			r.LastRestart = in.Now
+			r.Reason = "container removed; recreating"
 		}
 		return need{w: w, status: r, preferred: r.Node}, true
 	}
 
-	keep := pick(cands, w.Generation, r)
+	keep := pick(cands, w.Template, r)
 	for _, c := range cands {
 		if c.ID != keep.ID {
 			out.remove(c, fmt.Sprintf("duplicate of replica %d (keeping %s)", r.Index, short(keep.ID)))
 		}
 	}
-	r.Node, r.ContainerID, r.ObservedGeneration = keep.Node, keep.ID, keep.Generation
-	if keep.Generation != w.Generation {
-		out.remove(keep, fmt.Sprintf("generation %d superseded by %d", keep.Generation, w.Generation))
+	r.Node, r.ContainerID, r.Template = keep.Node, keep.ID, keep.Generation
+	if keep.Generation != w.Template {
+		out.remove(keep, fmt.Sprintf("generation %d superseded by %d", keep.Generation, w.Template))
 		r.ContainerID, r.Phase, r.Done = "", schedulerv1.Phase_PHASE_PENDING, false
 		r.Reason = fmt.Sprintf("updating to generation %d", w.Generation)
 		return need{w: w, status: r, preferred: keep.Node}, true
 	}
+	r.ObservedGeneration = w.Generation
 	switch keep.State {
 	case StateRunning:
 		r.Phase, r.Reason, r.Done = schedulerv1.Phase_PHASE_RUNNING, "", false

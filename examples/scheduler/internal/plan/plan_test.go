@@ -29,7 +29,7 @@ func healthy(names ...string) []Node {
 }
 
 func web(replicas int, policy schedulerv1.RestartPolicy) Workload {
-	return Workload{ID: "w1", Name: "web", Generation: 1, Replicas: replicas, Restart: policy}
+	return Workload{ID: "w1", Name: "web", Generation: 1, Template: 1, Replicas: replicas, Restart: policy}
 }
 
 func ctr(id, node string, index int, state State, exit int) Container {
@@ -135,14 +135,19 @@ func TestExitedReplicaFollowsRestartPolicy(t *testing.T) {
 
 func TestFinishedReplicaIsNotRecreatedWhenRemoved(t *testing.T) {
 	in := Input{Now: now, Workloads: []Workload{web(1, never)}, Nodes: healthy("n1"),
-		Status: map[string][]Replica{"w1": {{Index: 0, Node: "n1", ContainerID: "c0", Phase: failed, Done: true, ObservedGeneration: 1}}}}
+		Status: map[string][]Replica{"w1": {{Index: 0, Node: "n1", ContainerID: "c0", Phase: failed, Done: true, ObservedGeneration: 1, Template: 1}}}}
 	if out := Decide(in); len(out.Actions) != 0 || out.Status["w1"][0].Phase != failed {
 		t.Fatalf("%v %+v", out.Actions, out.Status)
 	}
-	// A new spec runs again.
+	// A new generation that changes no container (say, of its restart policy) does not rerun it...
 	in.Workloads[0].Generation = 2
+	if out := Decide(in); len(out.Actions) != 0 || out.Status["w1"][0].ObservedGeneration != 2 {
+		t.Fatalf("generation 2, same template: %q %+v", kinds(out.Actions), out.Status["w1"][0])
+	}
+	// ...a new template does.
+	in.Workloads[0].Template = 2
 	if out := Decide(in); kinds(out.Actions) != "create:n1:" {
-		t.Fatalf("generation 2: %q", kinds(out.Actions))
+		t.Fatalf("template 2: %q", kinds(out.Actions))
 	}
 }
 
@@ -236,7 +241,7 @@ func TestOrphansAndScaledAwayReplicasAreRemoved(t *testing.T) {
 
 func TestNewGenerationReplacesRemovesFirst(t *testing.T) {
 	w := web(1, always)
-	w.Generation = 2
+	w.Generation, w.Template = 2, 2
 	in := Input{Now: now, Workloads: []Workload{w}, Nodes: healthy("n1", "n2"),
 		Containers: []Container{ctr("c0", "n1", 0, StateRunning, 0)}}
 	out := Decide(in)
@@ -255,6 +260,25 @@ func TestBackoff(t *testing.T) {
 	for n, want := range map[int]time.Duration{0: 0, 1: time.Second, 2: 2 * time.Second, 5: 16 * time.Second, 6: MaxBackoff, 100: MaxBackoff} {
 		if got := Backoff(n); got != want {
 			t.Errorf("Backoff(%d) = %s, want %s", n, got, want)
+		}
+	}
+}
+
+func TestScalingReplacesNothing(t *testing.T) {
+	w := web(3, always)
+	w.Generation = 2 // replicas 2 -> 3; the template is still 1
+	in := Input{Now: now, Workloads: []Workload{w}, Nodes: healthy("n1", "n2"),
+		Containers: []Container{ctr("c0", "n1", 0, StateRunning, 0), ctr("c1", "n2", 1, StateRunning, 0)}}
+	out := Decide(in)
+	if got := kinds(out.Actions); got != "create:n1:" {
+		t.Fatalf("actions %q", got)
+	}
+	if a := out.Actions[0]; a.Generation != 1 || a.Index != 2 {
+		t.Fatalf("created %+v", a)
+	}
+	for i, r := range out.Status["w1"] {
+		if r.ObservedGeneration != 2 {
+			t.Errorf("replica %d observed generation %d, want 2", i, r.ObservedGeneration)
 		}
 	}
 }

@@ -14,10 +14,15 @@ type Workload struct {
 	ID         string
 	Name       string
 	Generation int64
-	Replicas   int
-	Restart    schedulerv1.RestartPolicy
-	NanoCPUs   int64
-	Memory     int64
+	// Template is the generation at which what shapes a container (image,
+	// command, env, ports, resources) last changed: containers of an older
+	// template are replaced; a change of replicas or restart policy alone
+	// replaces nothing.
+	Template int64
+	Replicas int
+	Restart  schedulerv1.RestartPolicy
+	NanoCPUs int64
+	Memory   int64
 }
 
 // Node is one agent as last probed.
@@ -36,7 +41,7 @@ type Container struct {
 	Node       string
 	WorkloadID string
 	Index      int
-	Generation int64
+	Generation int64 // its template generation (label)
 	State      State
 	ExitCode   int
 	Created    time.Time
@@ -55,19 +60,26 @@ const (
 
 // Replica is one replica's status: written by the leader, read by everyone.
 type Replica struct {
-	Index              int               `json:"index"`
-	Phase              schedulerv1.Phase `json:"phase"`
-	Node               string            `json:"node,omitempty"`
-	ContainerID        string            `json:"container_id,omitempty"`
-	Restarts           int               `json:"restarts,omitempty"`
-	LastError          string            `json:"last_error,omitempty"`
-	Reason             string            `json:"reason,omitempty"`
-	ObservedGeneration int64             `json:"observed_generation,omitempty"`
+	Index       int               `json:"index"`
+	Phase       schedulerv1.Phase `json:"phase"`
+	Node        string            `json:"node,omitempty"`
+	ContainerID string            `json:"container_id,omitempty"`
+	Restarts    int               `json:"restarts,omitempty"`
+	LastError   string            `json:"last_error,omitempty"`
+	Reason      string            `json:"reason,omitempty"`
+	// The workload generation its container conforms to.
+	ObservedGeneration int64 `json:"observed_generation,omitempty"`
+	// The template generation its container was created from.
+	Template int64 `json:"template,omitempty"`
 	// When the scheduler last restarted or recreated it: the back-off's origin.
 	LastRestart time.Time `json:"last_restart,omitzero"`
 	// It exited and its policy says not to restart: a removed container is not
 	// recreated (until the spec changes).
 	Done bool `json:"done,omitempty"`
+	// Consecutive failed creates, and when the last was tried: creates back
+	// off like restarts, so a bad image is not pulled every pass.
+	Failures    int       `json:"failures,omitempty"`
+	LastAttempt time.Time `json:"last_attempt,omitzero"`
 	// When the status last changed (set by the writer, not by decisions).
 	UpdatedAt time.Time `json:"updated_at,omitzero"`
 }
@@ -100,7 +112,7 @@ type Action struct {
 	Node        string
 	WorkloadID  string
 	Index       int
-	Generation  int64  // Create: the spec generation to create from
+	Generation  int64  // Create: the template generation to create from
 	ContainerID string // Start, Remove
 	Reason      string
 }

@@ -165,7 +165,7 @@ func (s *fakeState) add(name string, replicas int32, policy schedulerv1.RestartP
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	id := fmt.Sprintf("w%d", len(s.records)+1)
-	s.records = append(s.records, store.Record{ID: id, Generation: 1, Spec: &schedulerv1.WorkloadSpec{
+	s.records = append(s.records, store.Record{ID: id, Generation: 1, Template: 1, Spec: &schedulerv1.WorkloadSpec{
 		Name: name, Image: "busybox", Replicas: replicas, RestartPolicy: policy}})
 	return id
 }

@@ -29,6 +29,10 @@ type State interface {
 	Nodes(ctx context.Context) ([]store.NodeStatus, error)
 }
 
+// ForgetAfter is how long an agent whose discovery record is gone stays
+// listed (as unreachable) before it is forgotten, or the node timeout if longer.
+const ForgetAfter = 5 * time.Minute
+
 // Config tunes the loop.
 type Config struct {
 	Interval     time.Duration // a pass at least this often
@@ -121,7 +125,7 @@ func (r *Reconciler) Pass(ctx context.Context, guard clientv3.Cmp) (err error) {
 		}
 		r.metrics.ReconcileLoops.WithLabelValues(result).Inc()
 	}()
-	seen := r.nodes.Probe(ctx, start, r.cfg.ProbeTimeout, r.cfg.NodeTimeout)
+	seen := r.nodes.Probe(ctx, start, r.cfg.ProbeTimeout, max(r.cfg.NodeTimeout, ForgetAfter))
 	recs, status, _, err := r.state.List(ctx)
 	if err != nil {
 		return fmt.Errorf("read desired state: %w", err)
@@ -190,10 +194,15 @@ func (r *Reconciler) act(ctx context.Context, a plan.Action, specs map[string]st
 	}
 	if err == nil {
 		rep.LastError = ""
+		if a.Kind == plan.Create {
+			rep.Failures = 0
+		}
 		return
 	}
 	rep.LastError = fmt.Sprintf("%s on %s: %v", a.Kind, a.Node, err)
 	if a.Kind == plan.Create {
+		rep.Failures++
+		rep.LastAttempt = r.now()
 		rep.Node = "" // let the next pass place it afresh
 		if agents.Permanent(err) {
 			rep.Phase, rep.Reason = schedulerv1.Phase_PHASE_FAILED, "cannot create its container"

@@ -144,7 +144,12 @@ func TestDeregisteredNodeIsUnreachable(t *testing.T) {
 	if len(st.nodes) != 1 || st.nodes[0].Healthy || st.nodes[0].Registered {
 		t.Fatalf("nodes %+v", st.nodes)
 	}
-	clk.advance(10 * time.Second)
+	clk.advance(ForgetAfter - 2*time.Second)
+	pass(t, r)
+	if len(st.nodes) != 1 {
+		t.Fatalf("forgotten too soon: %+v", st.nodes)
+	}
+	clk.advance(2 * time.Second)
 	pass(t, r)
 	if len(st.nodes) != 0 {
 		t.Fatalf("forgotten node still listed: %+v", st.nodes)
@@ -164,16 +169,21 @@ func TestPermanentCreateErrorFailsTheReplica(t *testing.T) {
 }
 
 func TestTransientCreateErrorStaysPending(t *testing.T) {
-	r, c, st, _ := setup(t, "n1")
+	r, c, st, clk := setup(t, "n1")
 	c["n1"].createErr = &agentclient.Error{Code: codes.Unavailable, Message: "docker restarting"}
 	id := st.add("web", 1, always)
 	pass(t, r)
-	if got := st.replicas(id)[0]; got.Phase != schedulerv1.Phase_PHASE_PENDING || got.LastError == "" {
+	if got := st.replicas(id)[0]; got.Phase != schedulerv1.Phase_PHASE_PENDING || got.LastError == "" || got.Failures != 1 {
 		t.Fatalf("%+v", got)
 	}
 	c["n1"].createErr = nil
+	pass(t, r) // inside the back-off: not tried
+	if got := st.replicas(id)[0]; got.ContainerID != "" || !strings.Contains(got.Reason, "next try in 1s") {
+		t.Fatalf("retried inside the back-off: %+v", got)
+	}
+	clk.advance(time.Second)
 	pass(t, r)
-	if got := st.replicas(id)[0]; got.ContainerID == "" || got.LastError != "" {
+	if got := st.replicas(id)[0]; got.ContainerID == "" || got.LastError != "" || got.Failures != 0 {
 		t.Fatalf("not retried: %+v", got)
 	}
 }

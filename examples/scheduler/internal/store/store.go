@@ -49,9 +49,12 @@ var (
 type Record struct {
 	ID         string
 	Generation int64
-	Spec       *schedulerv1.WorkloadSpec
-	CreatedAt  time.Time
-	UpdatedAt  time.Time
+	// Template is the generation at which the container template last
+	// changed (see plan.Workload.Template).
+	Template  int64
+	Spec      *schedulerv1.WorkloadSpec
+	CreatedAt time.Time
+	UpdatedAt time.Time
 	// ModRevision is the etcd revision of its last write.
 	ModRevision int64
 }
@@ -59,6 +62,7 @@ type Record struct {
 type recordJSON struct {
 	ID         string          `json:"id"`
 	Generation int64           `json:"generation"`
+	Template   int64           `json:"template_generation"`
 	Spec       json.RawMessage `json:"spec"`
 	CreatedAt  time.Time       `json:"created_at"`
 	UpdatedAt  time.Time       `json:"updated_at"`
@@ -134,7 +138,7 @@ func (s *Store) Apply(ctx context.Context, spec *schedulerv1.WorkloadSpec) (rec 
 		}
 		now := s.now().UTC()
 		if len(got.Kvs) == 0 {
-			rec = Record{ID: newID(), Generation: 1, Spec: spec, CreatedAt: now, UpdatedAt: now}
+			rec = Record{ID: newID(), Generation: 1, Template: 1, Spec: spec, CreatedAt: now, UpdatedAt: now}
 			val, _ := encode(rec, raw)
 			txn, err := s.c.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(nk), "=", 0)).
 				Then(clientv3.OpPut(nk, rec.ID), clientv3.OpPut(s.workloadKey(rec.ID), val)).Commit()
@@ -159,6 +163,9 @@ func (s *Store) Apply(ctx context.Context, spec *schedulerv1.WorkloadSpec) (rec 
 		}
 		rec = old
 		rec.Spec, rec.Generation, rec.UpdatedAt = spec, old.Generation+1, now
+		if !sameTemplate(old.Spec, spec) {
+			rec.Template = rec.Generation
+		}
 		val, _ := encode(rec, raw)
 		wk := s.workloadKey(id)
 		txn, err := s.c.Txn(ctx).If(
@@ -341,6 +348,20 @@ func (s *Store) WriteNodes(ctx context.Context, guard clientv3.Cmp, nodes []Node
 	return nil
 }
 
+// WatchDesired calls fn after every change of a spec (apply, delete), until
+// ctx ends or the watch fails, so the leader acts on a write at once.
+func (s *Store) WatchDesired(ctx context.Context, fn func()) error {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	for resp := range s.c.Watch(wctx, s.WorkloadsPrefix(), clientv3.WithPrefix()) {
+		if err := resp.Err(); err != nil {
+			return err
+		}
+		fn()
+	}
+	return ctx.Err()
+}
+
 // Nodes is the node table the leader last wrote.
 func (s *Store) Nodes(ctx context.Context) ([]NodeStatus, error) {
 	got, err := s.c.Get(ctx, s.prefix+"/nodes/", clientv3.WithPrefix())
@@ -359,7 +380,7 @@ func (s *Store) Nodes(ctx context.Context) ([]NodeStatus, error) {
 }
 
 func encode(r Record, spec []byte) (string, error) {
-	b, err := json.Marshal(recordJSON{r.ID, r.Generation, spec, r.CreatedAt, r.UpdatedAt})
+	b, err := json.Marshal(recordJSON{r.ID, r.Generation, r.Template, spec, r.CreatedAt, r.UpdatedAt})
 	return string(b), err
 }
 
@@ -372,8 +393,20 @@ func decode(val []byte, modRev int64) (Record, error) {
 	if err := protojson.Unmarshal(j.Spec, spec); err != nil {
 		return Record{}, fmt.Errorf("spec: %w", err)
 	}
-	return Record{ID: j.ID, Generation: j.Generation, Spec: spec, CreatedAt: j.CreatedAt,
+	if j.Template < 1 || j.Template > j.Generation { // written before templates were tracked
+		j.Template = j.Generation
+	}
+	return Record{ID: j.ID, Generation: j.Generation, Template: j.Template, Spec: spec, CreatedAt: j.CreatedAt,
 		UpdatedAt: j.UpdatedAt, ModRevision: modRev}, nil
+}
+
+// sameTemplate: a and b make the same containers (replicas and restart
+// policy are the scheduler's business, not the container's).
+func sameTemplate(a, b *schedulerv1.WorkloadSpec) bool {
+	x, y := proto.Clone(a).(*schedulerv1.WorkloadSpec), proto.Clone(b).(*schedulerv1.WorkloadSpec)
+	x.Replicas, y.Replicas = 0, 0
+	x.RestartPolicy, y.RestartPolicy = 0, 0
+	return proto.Equal(x, y)
 }
 
 func newID() string {
@@ -385,7 +418,7 @@ func newID() string {
 // PlanWorkload is the part of a record the decisions need.
 func PlanWorkload(r Record) plan.Workload {
 	res := r.Spec.GetResources()
-	return plan.Workload{ID: r.ID, Name: r.Spec.GetName(), Generation: r.Generation,
+	return plan.Workload{ID: r.ID, Name: r.Spec.GetName(), Generation: r.Generation, Template: r.Template,
 		Replicas: int(r.Spec.GetReplicas()), Restart: r.Spec.GetRestartPolicy(),
 		NanoCPUs: res.GetNanoCpus(), Memory: res.GetMemoryBytes()}
 }

@@ -69,6 +69,14 @@ func TestApplySameSpecKeepsGenerationAndDeleteRemovesAll(t *testing.T) {
 	if err != nil || created || b.Generation != 1 || b.ID != a.ID {
 		t.Fatalf("same spec: %+v %v %v", b, created, err)
 	}
+	scaled := spec("1")
+	scaled.Replicas = 3
+	if c, _, err := s.Apply(ctx, scaled); err != nil || c.Generation != 2 || c.Template != 1 {
+		t.Fatalf("scaling changed the template: %+v %v", c, err)
+	}
+	if c, _, err := s.Apply(ctx, spec("new")); err != nil || c.Generation != 3 || c.Template != 3 {
+		t.Fatalf("a new env did not change the template: %+v %v", c, err)
+	}
 	if id, err := s.Resolve(ctx, "", "web"); err != nil || id != a.ID {
 		t.Fatalf("resolve: %q %v", id, err)
 	}
