@@ -89,7 +89,9 @@ func order(k Kind) int {
 // decideReplica settles one replica given its containers; ok when it needs a node.
 func decideReplica(out *Output, in Input, nodes map[string]Node, w *Workload, r *Replica, cands []Container, u *usage) (need, bool) {
 	if r.Template != 0 && r.Template != w.Template {
-		r.Done = false // a new spec runs again, whatever the old one did
+		// A new template runs again, whatever the old one did, and its first
+		// create is not held back by the old one's failures.
+		r.Done, r.Failures = false, 0
 	}
 	if len(cands) == 0 {
 		n, known := nodes[r.Node]

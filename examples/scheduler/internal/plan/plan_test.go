@@ -282,3 +282,16 @@ func TestScalingReplacesNothing(t *testing.T) {
 		}
 	}
 }
+
+func TestNewTemplateForgetsCreateFailures(t *testing.T) {
+	w := web(1, always)
+	prev := Replica{Index: 0, Phase: failed, Failures: 5, LastAttempt: now, Template: 1, LastError: "pull failed"}
+	in := Input{Now: now, Workloads: []Workload{w}, Nodes: healthy("n1"), Status: map[string][]Replica{"w1": {prev}}}
+	if out := Decide(in); len(out.Actions) != 0 {
+		t.Fatalf("retried inside the back-off: %q", kinds(out.Actions))
+	}
+	in.Workloads[0].Generation, in.Workloads[0].Template = 2, 2 // a fixed image
+	if out := Decide(in); kinds(out.Actions) != "create:n1:" {
+		t.Fatalf("the new template waited for the old one's back-off: %q", kinds(out.Actions))
+	}
+}

@@ -5,11 +5,16 @@ import (
 	"regexp"
 	"strings"
 
+	"google.golang.org/protobuf/proto"
+
 	schedulerv1 "github.com/shakedown-dev/shakedown/go/gen/scheduler/v1"
 )
 
 // MaxReplicas bounds a workload: a typo must not ask for a million containers.
 const MaxReplicas = 1000
+
+// MaxSpecBytes keeps a spec well inside etcd's request limit (1.5 MiB).
+const MaxSpecBytes = 256 << 10
 
 var dnsLabel = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
@@ -26,6 +31,9 @@ func bad(field, format string, args ...any) error {
 func Validate(s *schedulerv1.WorkloadSpec) error {
 	if s == nil {
 		return bad("spec", "required")
+	}
+	if n := proto.Size(s); n > MaxSpecBytes {
+		return bad("spec", "%d bytes: at most %d", n, MaxSpecBytes)
 	}
 	if !dnsLabel.MatchString(s.GetName()) {
 		return bad("spec.name", "%q must be a DNS label: lower-case letters, digits and '-', at most 63", s.GetName())

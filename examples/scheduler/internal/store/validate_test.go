@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	schedulerv1 "github.com/shakedown-dev/shakedown/go/gen/scheduler/v1"
@@ -16,6 +17,7 @@ func TestValidateNamesTheField(t *testing.T) {
 	}
 	for field, mutate := range map[string]func(*schedulerv1.WorkloadSpec){
 		"spec.name":              func(s *schedulerv1.WorkloadSpec) { s.Name = "Web_1" },
+		"spec":                   func(s *schedulerv1.WorkloadSpec) { s.Env = map[string]string{"BIG": strings.Repeat("x", MaxSpecBytes)} },
 		"spec.image":             func(s *schedulerv1.WorkloadSpec) { s.Image = " " },
 		"spec.replicas":          func(s *schedulerv1.WorkloadSpec) { s.Replicas = 0 },
 		"spec.restart_policy":    func(s *schedulerv1.WorkloadSpec) { s.RestartPolicy = 9 },
