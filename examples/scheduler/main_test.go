@@ -239,7 +239,7 @@ func TestTwoReplicasServeElectAndHandOver(t *testing.T) {
 	}
 
 	// Watch: a snapshot, then the update.
-	wctx, wcancel := context.WithCancel(ctx)
+	wctx, wcancel := context.WithTimeout(ctx, 20*time.Second) // a missing event fails, not hangs
 	defer wcancel()
 	ws, err := watcher.WatchWorkloads(wctx, &schedulerv1.WatchWorkloadsRequest{})
 	if err != nil {

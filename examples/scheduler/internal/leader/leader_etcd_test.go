@@ -73,7 +73,8 @@ func TestLeaderCrashHandsOverWithinTheTTLAndItsRecordGoes(t *testing.T) {
 	if got := waitLeader(t, leaders); got != "b" {
 		t.Fatalf("after the crash the leader is %q", got)
 	}
-	if took := time.Since(crashed); took > ttl*time.Second+1500*time.Millisecond {
+	// etcd expires leases on a 500 ms tick; the rest is slack for a loaded machine.
+	if took := time.Since(crashed); took > ttl*time.Second+2500*time.Millisecond {
 		t.Fatalf("handover took %s, lease TTL %ds", took, ttl)
 	}
 	waitFor(t, func() bool { return count(t, watch, path) == 1 }, "a's record gone")
