@@ -47,6 +47,7 @@ func pki(t *testing.T) string {
 	for _, args := range [][]string{
 		{"certs", "init", dir, "--agent", "s1=127.0.0.1", "--agent", "s2=127.0.0.1",
 			"--principal", "admin1:admin", "--principal", "watcher:observer", "--principal", "stranger:observer",
+			"--principal", "revoked1:observer",
 			"--principal", "scheduler:admin"},
 		{"keys", "init", filepath.Join(dir, "keys.json"), "--principal", "scheduler"},
 	} {
@@ -220,6 +221,23 @@ func TestTwoReplicasServeElectAndHandOver(t *testing.T) {
 	}
 	if _, err := healthpb.NewHealthClient(strangerConn).Check(ctx, &healthpb.HealthCheckRequest{}); code(err) != codes.PermissionDenied {
 		t.Fatalf("stranger health: %v", err)
+	}
+
+	// Revoked while we serve: the CRL is re-read, the handshake refused.
+	revoked := schedulerv1.NewSchedulerClient(dial(t, certs, "revoked1", "s1", s1.addr))
+	if _, err := revoked.ListWorkloads(ctx, &schedulerv1.ListWorkloadsRequest{}); err != nil {
+		t.Fatalf("revoked1 before revocation: %v", err)
+	}
+	cli, _ := filepath.Abs("../../.venv/bin/shakedown")
+	if out, err := exec.Command(cli, "certs", "revoke", certs, "revoked1").CombinedOutput(); err != nil {
+		t.Fatalf("certs revoke: %v\n%s", err, out)
+	}
+	late := schedulerv1.NewSchedulerClient(dial(t, certs, "revoked1", "s1", s1.addr)) // a new connection
+	if _, err := late.ListWorkloads(ctx, &schedulerv1.ListWorkloadsRequest{}); code(err) != codes.Unavailable {
+		t.Fatalf("revoked certificate: %v, want the handshake refused", err)
+	}
+	if _, err := watcher.ListWorkloads(ctx, &schedulerv1.ListWorkloadsRequest{}); err != nil {
+		t.Fatalf("a certificate not revoked: %v", err)
 	}
 
 	// Health and reflection, for any listed principal.
