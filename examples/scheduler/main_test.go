@@ -204,6 +204,32 @@ func TestTwoReplicasServeElectAndHandOver(t *testing.T) {
 			w.GetReplicas()[1].GetPhase() == schedulerv1.Phase_PHASE_PENDING
 	}, "the leader's status")
 
+	// Agents are learned from their discovery records: one nobody answers for is unreachable.
+	agents, _ := discovery.ServicePath(discovery.AgentService, domain)
+	t.Cleanup(func() { _, _ = ec.Delete(context.Background(), agents+"/", clientv3.WithPrefix()) })
+	if _, err := ec.Put(ctx, agents+"/ghost", fmt.Sprintf(`{"host":"127.0.0.1","port":%d,"priority":10,"weight":10,"ttl":10}`, freePort(t))); err != nil {
+		t.Fatal(err)
+	}
+	var ghost *schedulerv1.Node
+	poll(t, func() bool {
+		r, err := admin1.ListNodes(ctx, &schedulerv1.ListNodesRequest{})
+		if err != nil || len(r.GetNodes()) != 1 {
+			return false
+		}
+		ghost = r.GetNodes()[0]
+		return ghost.GetLastError() != ""
+	}, "the registered agent in ListNodes")
+	if ghost.GetName() != "ghost" || ghost.GetHealth() != schedulerv1.NodeHealth_NODE_HEALTH_UNREACHABLE || !ghost.GetRegistered() || ghost.GetLastSeen() != nil {
+		t.Fatalf("ghost: %v", ghost)
+	}
+	if _, err := ec.Delete(ctx, agents+"/ghost"); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, func() bool {
+		r, err := admin1.ListNodes(ctx, &schedulerv1.ListNodesRequest{})
+		return err == nil && len(r.GetNodes()) == 1 && !r.GetNodes()[0].GetRegistered()
+	}, "the deregistered agent listed as such")
+
 	// Roles: observers read, strangers (valid certificate, not listed) get nothing.
 	watcher := schedulerv1.NewSchedulerClient(dial(t, certs, "watcher", "s1", s1.addr))
 	if _, err := watcher.GetWorkload(ctx, &schedulerv1.GetWorkloadRequest{Id: a.GetId()}); err != nil {
