@@ -189,7 +189,12 @@ def test_rejected_calls_have_no_side_effect(
             ts = args.pop("timestamp", None)
             return list(
                 signing.sign(
-                    args["key_id"], args["secret"], args["method"], args["body"], timestamp=ts
+                    args["key_id"],
+                    args["secret"],
+                    args["method"],
+                    args["body"],
+                    audience=agent_proc.name,
+                    timestamp=ts,
                 ).metadata()
             )
 

@@ -37,6 +37,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     auth.add_argument("--principal", default="driver", help="the valid identity (default driver)")
     auth.add_argument("--server-name", metavar="NAME", help="TLS name to expect from the server")
     auth.add_argument(
+        "--agent-name",
+        metavar="NAME",
+        help="the agent HMAC v2 signatures are for (default: the server certificate's CN)",
+    )
+    auth.add_argument(
         "--crl", metavar="FILE", help="CRL listing a revoked client cert (default DIR/crl.pem)"
     )
     auth.add_argument(
@@ -140,6 +145,7 @@ def run_auth(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             method=args.method,
             data=data,
+            agent_name=args.agent_name,
         )
     except ValueError as exc:
         raise CliError(str(exc)) from None

@@ -18,13 +18,13 @@ applicable".
 from __future__ import annotations
 
 import datetime as dt
-import inspect
 import secrets
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from driver import agentname
 from driver.verify.authreport import AuthReport, Case
 from driver.verify.probemethod import AGENT_SERVICE, ProbeMethod, choose, normalize
 from driver.verify.prober import Identity, Key, Prober
@@ -45,8 +45,13 @@ MUTATING_PROBE = f"/{AGENT_SERVICE}/KillContainer"
 OTHER_METHOD = f"/{AGENT_SERVICE}/ListSessions"
 # KillContainerRequest{container: "shakedown-verify-absent"}: NOT_FOUND if ever admitted.
 MUTATING_BODY = b"\x0a\x17shakedown-verify-absent"
-# HMAC scheme v2 adds a required `audience` (the agent's name) to signing.sign.
-_SIGN_HAS_AUDIENCE = "audience" in inspect.signature(signing.sign).parameters
+
+
+def _agent_name(cn: str) -> str | None:
+    try:
+        return signing.check_audience(cn) if cn else None
+    except signing.SignatureFormatError:
+        return None
 
 
 def _revoked_client(pki: PkiDir, crl_path: Path | None) -> tuple[Identity, str] | None:
@@ -82,12 +87,14 @@ def verify_auth(
     key: Path | None = None,
     method: str | None = None,
     data: Mapping[str, Any] | None = None,
+    agent_name: str | None = None,
 ) -> AuthReport:
     """Run the authentication matrix against ``target``; returns every case's verdict.
 
     ``method``/``data`` name the probe (``/pkg.Svc/Method``, its request as a
     JSON-like dict); by default one is found (see driver.verify.probemethod).
-    Raises ValueError for a bad ``method``/``data``.
+    ``agent_name`` is the audience HMAC v2 signatures name (default: the
+    CN of the server's certificate). Raises ValueError for a bad argument.
     """
     if method is not None:
         method = normalize(method)
@@ -107,15 +114,17 @@ def verify_auth(
     from driver.pki import make_ca, make_leaf
 
     control_hs = prober.handshake(good)
-    audience = control_hs.server_cn or None
+    # HMAC v2 names the agent: given, else its certificate's CN (shakedown certs init puts it
+    # there), learnt by the control handshake. None (no valid name): a v1 signature.
+    audience = agentname.choose(agent_name, None) or _agent_name(control_hs.server_cn)
 
     def sign(
         k: Key | None, method_: str, body: bytes, ts: int | None = None
     ) -> list[tuple[str, str]]:
         if k is None:
             return []
-        extra: dict[str, Any] = {"audience": audience} if _SIGN_HAS_AUDIENCE else {}
-        return list(signing.sign(k.id, k.secret, method_, body, timestamp=ts, **extra).metadata())
+        headers = signing.sign(k.id, k.secret, method_, body, audience=audience, timestamp=ts)
+        return list(headers.metadata())
 
     def key_of(who: str) -> Key | None:
         """who's own active key; else ours (what is refused first is then the cert)."""
