@@ -43,6 +43,7 @@ from shakedown.pkilayout import PkiDir, load_principals
 
 MUTATING_PROBE = f"/{AGENT_SERVICE}/KillContainer"
 OTHER_METHOD = f"/{AGENT_SERVICE}/ListSessions"
+OTHER_AGENT = "shakedown-verify-other-agent"
 # KillContainerRequest{container: "shakedown-verify-absent"}: NOT_FOUND if ever admitted.
 MUTATING_BODY = b"\x0a\x17shakedown-verify-absent"
 
@@ -119,11 +120,12 @@ def verify_auth(
     audience = agentname.choose(agent_name, None) or _agent_name(control_hs.server_cn)
 
     def sign(
-        k: Key | None, method_: str, body: bytes, ts: int | None = None
+        k: Key | None, method_: str, body: bytes, ts: int | None = None, *, to: str | None = None
     ) -> list[tuple[str, str]]:
         if k is None:
             return []
-        headers = signing.sign(k.id, k.secret, method_, body, audience=audience, timestamp=ts)
+        aud = to or audience
+        headers = signing.sign(k.id, k.secret, method_, body, audience=aud, timestamp=ts)
         return list(headers.metadata())
 
     def key_of(who: str) -> Key | None:
@@ -317,6 +319,8 @@ def _hmac_cases(
     # Field 15 (varint 1): ignored by the method if ever admitted, so no side effect.
     case("tampered body", lambda: call(sign(mine, pm, body), body + b"\x78\x01"))
     case("signature for another method", lambda: call(sign(mine, OTHER_METHOD, body)))
+    # HMAC v2: a signature names its agent; one for a sibling must not be accepted here.
+    case("signature for another agent", lambda: call(sign(mine, pm, body, to=OTHER_AGENT)))
     case("stale timestamp (-10 min)", lambda: call(sign(mine, pm, body, int(time.time()) - 600)))
     case("future timestamp (+10 min)", lambda: call(sign(mine, pm, body, int(time.time()) + 600)))
 
