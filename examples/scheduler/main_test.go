@@ -24,6 +24,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	reflectionv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 	"google.golang.org/grpc/status"
 
 	schedulerv1 "github.com/shakedown-dev/shakedown/go/gen/scheduler/v1"
@@ -280,6 +281,14 @@ func TestTwoReplicasServeElectAndHandOver(t *testing.T) {
 	rr, err := rs.Recv()
 	if err != nil || !strings.Contains(fmt.Sprint(rr.GetListServicesResponse().GetService()), "scheduler.v1.Scheduler") {
 		t.Fatalf("reflection: %v %v", rr, err)
+	}
+	ra, err := reflectionv1alpha.NewServerReflectionClient(wconn).ServerReflectionInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = ra.Send(&reflectionv1alpha.ServerReflectionRequest{MessageRequest: &reflectionv1alpha.ServerReflectionRequest_ListServices{}})
+	if rr, err := ra.Recv(); err != nil || !strings.Contains(fmt.Sprint(rr.GetListServicesResponse().GetService()), "scheduler.v1.Scheduler") {
+		t.Fatalf("reflection v1alpha: %v %v", rr, err)
 	}
 
 	// Watch: a snapshot, then the update.
