@@ -87,18 +87,18 @@ type replica struct {
 
 func startReplica(t *testing.T, certs string, e *etcdtest.Etcd, domain, name string) *replica {
 	t.Helper()
-	portFile := filepath.Join(t.TempDir(), "port")
-	metricsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	dir := t.TempDir()
+	portFile, metricsPortFile := filepath.Join(dir, "port"), filepath.Join(dir, "metrics-port")
 	cfg, err := parseFlags([]string{"-listen", "127.0.0.1:0", "-certs", certs, "-name", name, "-etcd", e.Endpoint,
 		"-etcd-prefix", e.Prefix, "-domain", domain, "-lease-ttl", "2", "-reconcile-interval", "200ms",
-		"-metrics", metricsAddr, "-port-file", portFile})
+		"-metrics", "127.0.0.1:0", "-port-file", portFile, "-metrics-port-file", metricsPortFile})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
-	r := &replica{name: name, metrics: metricsAddr}
+	r := &replica{name: name}
 	var once bool
 	r.stop = func() {
 		if once {
@@ -113,8 +113,10 @@ func startReplica(t *testing.T, certs string, e *etcdtest.Etcd, domain, name str
 	t.Cleanup(r.stop)
 	poll(t, func() bool {
 		b, err := os.ReadFile(portFile)
-		if err == nil && len(b) > 0 {
+		m, merr := os.ReadFile(metricsPortFile)
+		if err == nil && merr == nil {
 			r.addr = "127.0.0.1:" + strings.TrimSpace(string(b))
+			r.metrics = "127.0.0.1:" + strings.TrimSpace(string(m))
 			return true
 		}
 		select {
