@@ -42,7 +42,7 @@ import (
 
 type config struct {
 	listen, advertise, certs, cert, key, clientCert, clientKey, ca, principals, crl, keys, principal string
-	etcd, etcdPrefix, domain, name, metricsAddr, portFile                                            string
+	etcd, etcdPrefix, domain, name, metricsAddr, portFile, metricsPortFile                           string
 	interval, nodeTimeout                                                                            time.Duration
 	leaseTTL                                                                                         int
 	labels                                                                                           map[string]string
@@ -89,6 +89,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.metricsAddr, "metrics", "127.0.0.1:9464", "plain-HTTP /metrics and /healthz address (loopback only)")
 	fs.IntVar(&c.leaseTTL, "lease-ttl", 10, "seconds of the etcd lease behind the record and the candidacy")
 	fs.StringVar(&c.portFile, "port-file", "", "write the bound gRPC port here once serving")
+	fs.StringVar(&c.metricsPortFile, "metrics-port-file", "", "write the bound -metrics port here once serving")
 	c.labels = map[string]string{}
 	fs.Var(labelFlag(c.labels), "label", "KEY=VALUE on every workload container and the agent session (repeatable)")
 	if err := fs.Parse(args); err != nil {
@@ -249,9 +250,20 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 			log.Info("reconciler stopped", "error", err)
 		})
 	}()
-	if cfg.portFile != "" {
-		if err := os.WriteFile(cfg.portFile, []byte(strconv.Itoa(lis.Addr().(*net.TCPAddr).Port)+"\n"), 0o644); err != nil {
-			return fmt.Errorf("-port-file: %w", err)
+	for _, pf := range []struct {
+		flag, path string
+		l          net.Listener
+	}{{"-port-file", cfg.portFile, lis}, {"-metrics-port-file", cfg.metricsPortFile, mlis}} {
+		if pf.path == "" {
+			continue
+		}
+		// Written whole under a temporary name, then renamed: a reader never sees half.
+		tmp := pf.path + ".tmp"
+		if err := os.WriteFile(tmp, []byte(strconv.Itoa(pf.l.Addr().(*net.TCPAddr).Port)+"\n"), 0o644); err != nil {
+			return fmt.Errorf("%s: %w", pf.flag, err)
+		}
+		if err := os.Rename(tmp, pf.path); err != nil {
+			return fmt.Errorf("%s: %w", pf.flag, err)
 		}
 	}
 	log.Info("serving", "listen", lis.Addr().String(), "metrics", mlis.Addr().String(), "name", cfg.name,

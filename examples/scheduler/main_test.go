@@ -24,6 +24,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	reflectionv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 	"google.golang.org/grpc/status"
 
 	schedulerv1 "github.com/shakedown-dev/shakedown/go/gen/scheduler/v1"
@@ -86,18 +87,18 @@ type replica struct {
 
 func startReplica(t *testing.T, certs string, e *etcdtest.Etcd, domain, name string) *replica {
 	t.Helper()
-	portFile := filepath.Join(t.TempDir(), "port")
-	metricsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	dir := t.TempDir()
+	portFile, metricsPortFile := filepath.Join(dir, "port"), filepath.Join(dir, "metrics-port")
 	cfg, err := parseFlags([]string{"-listen", "127.0.0.1:0", "-certs", certs, "-name", name, "-etcd", e.Endpoint,
 		"-etcd-prefix", e.Prefix, "-domain", domain, "-lease-ttl", "2", "-reconcile-interval", "200ms",
-		"-metrics", metricsAddr, "-port-file", portFile})
+		"-metrics", "127.0.0.1:0", "-port-file", portFile, "-metrics-port-file", metricsPortFile})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
-	r := &replica{name: name, metrics: metricsAddr}
+	r := &replica{name: name}
 	var once bool
 	r.stop = func() {
 		if once {
@@ -112,8 +113,10 @@ func startReplica(t *testing.T, certs string, e *etcdtest.Etcd, domain, name str
 	t.Cleanup(r.stop)
 	poll(t, func() bool {
 		b, err := os.ReadFile(portFile)
-		if err == nil && len(b) > 0 {
+		m, merr := os.ReadFile(metricsPortFile)
+		if err == nil && merr == nil {
 			r.addr = "127.0.0.1:" + strings.TrimSpace(string(b))
+			r.metrics = "127.0.0.1:" + strings.TrimSpace(string(m))
 			return true
 		}
 		select {
@@ -280,6 +283,14 @@ func TestTwoReplicasServeElectAndHandOver(t *testing.T) {
 	rr, err := rs.Recv()
 	if err != nil || !strings.Contains(fmt.Sprint(rr.GetListServicesResponse().GetService()), "scheduler.v1.Scheduler") {
 		t.Fatalf("reflection: %v %v", rr, err)
+	}
+	ra, err := reflectionv1alpha.NewServerReflectionClient(wconn).ServerReflectionInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = ra.Send(&reflectionv1alpha.ServerReflectionRequest{MessageRequest: &reflectionv1alpha.ServerReflectionRequest_ListServices{}})
+	if rr, err := ra.Recv(); err != nil || !strings.Contains(fmt.Sprint(rr.GetListServicesResponse().GetService()), "scheduler.v1.Scheduler") {
+		t.Fatalf("reflection v1alpha: %v %v", rr, err)
 	}
 
 	// Watch: a snapshot, then the update.

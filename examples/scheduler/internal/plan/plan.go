@@ -149,7 +149,10 @@ func decideReplica(out *Output, in Input, nodes map[string]Node, w *Workload, r 
 	case StateExited:
 		u.add(keep.Node, w) // keep its room: it restarts in place
 		exited(out, in, w, r, keep)
-	default: // dead, removing, unknown: replace it
+	case StateUnknown: // never destroy what we cannot read: look again next pass
+		r.Phase, r.Reason = schedulerv1.Phase_PHASE_PENDING, "container state unknown"
+		u.add(keep.Node, w)
+	default: // dead or being removed: replace it
 		out.remove(keep, "container is dead")
 		r.ContainerID, r.Phase = "", schedulerv1.Phase_PHASE_PENDING
 		r.Restarts++

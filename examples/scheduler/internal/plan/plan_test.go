@@ -295,3 +295,11 @@ func TestNewTemplateForgetsCreateFailures(t *testing.T) {
 		t.Fatalf("the new template waited for the old one's back-off: %q", kinds(out.Actions))
 	}
 }
+
+func TestUnknownStateIsLeftAlone(t *testing.T) {
+	in := Input{Now: now, Workloads: []Workload{web(1, always)}, Nodes: healthy("n1"),
+		Containers: []Container{ctr("c0", "n1", 0, StateUnknown, 0)}}
+	if out := Decide(in); len(out.Actions) != 0 || out.Status["w1"][0].ContainerID != "c0" {
+		t.Fatalf("%q %+v", kinds(out.Actions), out.Status["w1"][0])
+	}
+}

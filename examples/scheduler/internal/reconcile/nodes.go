@@ -29,7 +29,11 @@ type node struct {
 	lastErr      string
 	events       context.CancelFunc // the Events subscription, while one runs
 	eventsDone   chan struct{}
+	eventsRetry  time.Time // a stream that broke is reopened no sooner than this
 }
+
+// EventsRetry spaces the reopening of an agent's Events stream that broke.
+const EventsRetry = time.Second
 
 // nodeTable is the set of agents, fed by discovery and by probes.
 type nodeTable struct {
@@ -230,12 +234,13 @@ func (t *nodeTable) Subscribe(ctx context.Context, trigger func()) {
 	for _, n := range t.nodes {
 		if n.eventsDone != nil {
 			select {
-			case <-n.eventsDone: // ended: reopen below
+			case <-n.eventsDone: // ended: reopen below, not in a hot loop
 				n.events, n.eventsDone = nil, nil
+				n.eventsRetry = time.Now().Add(EventsRetry)
 			default:
 			}
 		}
-		if !n.healthy || n.agent == nil || n.events != nil {
+		if !n.healthy || n.agent == nil || n.events != nil || time.Now().Before(n.eventsRetry) {
 			continue
 		}
 		ectx, cancel := context.WithCancel(ctx)
