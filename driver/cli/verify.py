@@ -35,9 +35,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     auth.add_argument("--certs", required=True, metavar="DIR", help="PKI directory (certs init)")
     auth.add_argument("--keys", metavar="FILE", help="HMAC keyring: also run the signature cases")
     auth.add_argument("--principal", default="driver", help="the valid identity (default driver)")
-    auth.add_argument("--agent-name", metavar="NAME",
-                      help="the agent's name, which HMAC v2 signatures are bound to "
-                           "(default: the CN of its certificate)")
     auth.add_argument("--server-name", metavar="NAME", help="TLS name to expect from the server")
     auth.add_argument(
         "--agent-name",
