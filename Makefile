@@ -7,9 +7,11 @@ setup:
 check: setup
 	@scripts/check.sh
 
-# Static checks, then the whole test suite against a real Docker engine.
+# Static checks, then the whole test suite against a real Docker engine: Python,
+# then `go test` in every Go module (the Go SDK's interop test starts a real agent).
 test: check
 	.venv/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	scripts/gotest.sh
 
 # Certificates + keys -> an agent -> containers driven over mTLS+HMAC -> auth verification.
 demo: setup

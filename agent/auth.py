@@ -2,8 +2,9 @@
 
 The mTLS handshake proves the caller holds a certificate from our CA; this
 module maps that certificate to a principal on the allow-list, checks the role
-against the method, and verifies the HMAC signature over the raw request
-bytes. The keyring and the allow-list are re-read when their files change, so
+against the method, and verifies the HMAC signature (scheme v2: bound to this
+agent's name; v1 only with --accept-hmac-v1) over the raw request bytes.
+The keyring and the allow-list are re-read when their files change, so
 key rotation needs no restart.
 """
 
@@ -13,14 +14,14 @@ import logging
 import os
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from agent.identity import Caller
+from agent.nonces import NonceCache
 from shakedown import keyring as keyring_mod
 from shakedown import signing
-from shakedown.errors import AuthError, PolicyError, ResourceExhausted
+from shakedown.errors import AuthError, PolicyError
 from shakedown.pkilayout import load_principals
 
 log = logging.getLogger("shakedown.agent.auth")
@@ -63,59 +64,39 @@ def role_allows(role: str, method: str) -> bool:
     return False
 
 
-class NonceCache:
-    """Nonces seen within the acceptance window, per key id.
+class _Reloading:
+    """A value loaded from a file, re-read when the file's mtime changes.
 
-    A nonce need only be remembered while its timestamp is still acceptable
-    (ts + skew): after that the timestamp check rejects a replay on its own.
-    Bounded, so a flood of valid calls cannot grow memory without limit.
+    The mtime is checked at most every ``interval`` seconds (a stat per call
+    was a measurable share of a signed call), or at once when ``get(fresh=True)``:
+    callers ask for that before refusing an unknown key or principal, so a
+    rotation takes effect on the very next call. A failed reload keeps the
+    previous version (a half-written or too-open file must not lock anyone out
+    or in) and is logged.
     """
 
-    def __init__(self, max_entries: int = 1_000_000) -> None:
-        self._seen: OrderedDict[tuple[str, str], float] = OrderedDict()
-        self._max = max_entries
-        self._lock = threading.Lock()
-
-    def add(self, key_id: str, nonce: str, forget_at: float, now: float) -> bool:
-        """Record a nonce; False when it was already seen (a replay)."""
-        with self._lock:
-            self._prune(now)
-            token = (key_id, nonce)
-            if token in self._seen:
-                return False
-            if len(self._seen) >= self._max:
-                raise ResourceExhausted("nonce cache full: too many signed calls in the window")
-            self._seen[token] = forget_at
-            return True
-
-    def _prune(self, now: float) -> None:
-        # Entries are nearly sorted by forget_at; stop at the first live one.
-        while self._seen:
-            _, forget_at = next(iter(self._seen.items()))
-            if forget_at > now:
-                break
-            self._seen.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._seen)
-
-
-class _Reloading:
-    """A value loaded from a file, re-read when the file's mtime changes."""
-
-    def __init__(self, path: Path, loader: Callable[[Path], object]) -> None:
-        self.path, self._loader = path, loader
+    def __init__(
+        self, path: Path, loader: Callable[[Path], object], interval: float = 0.25
+    ) -> None:
+        self.path, self._loader, self.interval = path, loader, interval
         self._lock = threading.Lock()
         self._stamp = self._mtime()
+        self._checked = time.monotonic()
         self.value = loader(path)
 
-    def _mtime(self) -> int | None:
+    def _mtime(self) -> tuple[int, int, int] | None:
         try:
-            return os.stat(self.path).st_mtime_ns
+            st = os.stat(self.path)
         except FileNotFoundError:
             return None
+        # Mode and inode too: a chmod to 0644, or an atomic replace within one mtime tick.
+        return (st.st_mtime_ns, st.st_ino, st.st_mode)
 
-    def get(self) -> object:
+    def get(self, fresh: bool = False) -> object:
+        now = time.monotonic()
+        if not fresh and now - self._checked < self.interval:
+            return self.value
+        self._checked = now
         stamp = self._mtime()
         if stamp != self._stamp:
             with self._lock:
@@ -123,13 +104,18 @@ class _Reloading:
                     try:
                         self.value = self._loader(self.path)
                         log.info("reloaded", extra={"fields": {"path": str(self.path)}})
-                    except Exception as exc:  # a half-written file must not lock everyone out
-                        log.warning(
+                    except Exception as exc:
+                        log.error(
                             "reload failed; keeping the previous version",
                             extra={"fields": {"path": str(self.path), "error": str(exc)}},
                         )
                     self._stamp = stamp
         return self.value
+
+
+def _load_keys(path: Path) -> dict[str, keyring_mod.Key]:
+    # Indexed once per load: the lookup is per call.
+    return {key.id: key for key in keyring_mod.load(path).keys}
 
 
 class Authenticator:
@@ -139,32 +125,45 @@ class Authenticator:
         principals: Mapping[str, str],
         principals_file: Path | None = None,
         *,
+        name: str,
         max_skew: float = 30.0,
         clock: Callable[[], float] = time.time,
+        accept_v1: bool = False,
+        state_dir: Path | None = None,
     ) -> None:
-        self._keyring = _Reloading(keys, keyring_mod.load)
+        self.name = signing.check_audience(name)
+        self._keyring = _Reloading(keys, _load_keys)
         self._static_principals = dict(principals)
         self._principals_file = (
             _Reloading(principals_file, load_principals) if principals_file else None
         )
+        self._merged: tuple[object, dict[str, str]] = (None, {})
         self.max_skew = max_skew
+        self.accept_v1 = accept_v1
         self._clock = clock
-        self.nonces = NonceCache()
+        # With a state dir the replay window survives restarts (agent/nonces.py).
+        self.nonces = NonceCache(
+            path=state_dir / "nonces" if state_dir is not None else None, now=clock()
+        )
 
-    def principals(self) -> dict[str, str]:
-        merged: dict[str, str] = {}
-        if self._principals_file is not None:
-            merged.update(self._principals_file.get())  # type: ignore[call-overload]
-        merged.update(self._static_principals)
+    def principals(self, fresh: bool = False) -> dict[str, str]:
+        if self._principals_file is None:
+            return self._static_principals
+        loaded = self._principals_file.get(fresh)
+        cached_for, merged = self._merged
+        if cached_for is not loaded:  # merge once per load, not per call
+            merged = {**loaded, **self._static_principals}  # type: ignore[dict-item]
+            self._merged = (loaded, merged)
         return merged
 
     def identify(self, identities: Sequence[str]) -> Caller:
         """Map the certificate's names (CN and SANs) to an allow-listed principal."""
-        allowed = self.principals()
-        for name in identities:
-            role = allowed.get(name)
-            if role is not None:
-                return Caller(principal=name, role=role)
+        for fresh in (False, True):  # re-check the file before refusing: it may just have changed
+            allowed = self.principals(fresh)
+            for name in identities:
+                role = allowed.get(name)
+                if role is not None:
+                    return Caller(principal=name, role=role)
         shown = identities[0] if identities else "<no name>"
         raise PolicyError(f"principal {shown!r} is not on this agent's allow-list")
 
@@ -183,10 +182,19 @@ class Authenticator:
             headers = signing.parse_metadata(metadata)
         except signing.SignatureFormatError as exc:
             raise AuthError(f"bad signature metadata: {exc}") from None
-        ring: keyring_mod.Keyring = self._keyring.get()  # type: ignore[assignment]
-        key = ring.get(headers.key_id)
-        if key is None:
-            raise AuthError(f"unknown key id {headers.key_id!r}")
+        if headers.audience is None:
+            if not self.accept_v1:
+                raise AuthError(
+                    "HMAC scheme v1 is disabled on this agent: sign with scheme v2 "
+                    f"({signing.AUDIENCE}: {self.name}), or start the agent with "
+                    "--accept-hmac-v1 to accept legacy v1 signatures"
+                )
+        elif headers.audience != self.name:
+            raise AuthError(
+                f"wrong audience: the request was signed for agent {headers.audience!r}, "
+                f"this agent is {self.name!r}"
+            )
+        key = self._key(headers.key_id)
         if not key.active:
             raise AuthError(f"key id {headers.key_id!r} is retired")
         if key.principal != caller.principal:
@@ -210,3 +218,13 @@ class Authenticator:
         if not self.nonces.add(key.id, headers.nonce, headers.timestamp + self.max_skew + 1, now):
             raise AuthError("replayed nonce")
         return Caller(caller.principal, caller.role, key.id)
+
+    def _key(self, key_id: str) -> keyring_mod.Key:
+        ring: dict[str, keyring_mod.Key] = self._keyring.get()  # type: ignore[assignment]
+        key = ring.get(key_id)
+        if key is None:  # a key added just now: re-check the file before refusing
+            ring = self._keyring.get(fresh=True)  # type: ignore[assignment]
+            key = ring.get(key_id)
+        if key is None:
+            raise AuthError(f"unknown key id {key_id!r}")
+        return key

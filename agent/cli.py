@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from agent import __version__
+from agent import __version__, grpcenv  # noqa: F401  (grpcenv before any grpc import)
 from agent import log as agent_log
 from agent.config import AgentConfig, PolicyConfig
 from agent.registration import RegistrationConfig
@@ -118,6 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
     opt(
         "max-clock-skew", "accepted HMAC timestamp skew in seconds", default="30", metavar="SECONDS"
     )
+    p.add_argument(
+        "--accept-hmac-v1",
+        action="store_true",
+        default=_env_bool("accept-hmac-v1"),
+        help="also accept legacy HMAC scheme v1 signatures, which name no agent and so can be "
+        "replayed to another agent sharing the keyring (refused by default) "
+        f"[env {_env('accept-hmac-v1')}=1]",
+    )
     opt("session-ttl", "default session TTL in seconds", default="30", metavar="SECONDS")
     opt(
         "reap-interval",
@@ -127,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     opt(
         "state-dir",
-        "where the heartbeat used to age sessions across restarts lives "
+        "where the heartbeat used to age sessions across restarts and the HMAC replay "
+        "window (nonces) live "
         "(default ~/.local/state/shakedown/agent-NAME)",
         metavar="DIR",
     )
@@ -258,6 +267,7 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         ),
         adopt=tuple(adopt),
         max_clock_skew=_number(args, "max_clock_skew", "max-clock-skew", 1, 3600),
+        accept_hmac_v1=bool(args.accept_hmac_v1),
         default_session_ttl=int(_number(args, "session_ttl", "session-ttl", 1, 86400)),
         reap_interval=_number(args, "reap_interval", "reap-interval", 0.05, 60),
         state_dir=state_dir,

@@ -43,6 +43,8 @@ class AgentConfig:
     # Label selectors ("key" or "key=value") of unmanaged containers we may act on.
     adopt: tuple[str, ...] = ()
     max_clock_skew: float = 30.0
+    # Also accept legacy HMAC v1 signatures (no audience: replayable to other agents).
+    accept_hmac_v1: bool = False
     default_session_ttl: int = 30
     reap_interval: float = 1.0
     state_dir: Path | None = None

@@ -65,8 +65,9 @@ class Guard(grpc.aio.ServerInterceptor):
         caller = self._auth.identify(_peer_names(auth_ctx))
         self._auth.authorize(caller, method)
         if body is not None:
+            # Already (key, value) pairs (namedtuples): no copy per call.
             md = context.invocation_metadata() or ()
-            caller = self._auth.verify(caller, method, body, [(m.key, m.value) for m in md])
+            caller = self._auth.verify(caller, method, body, md)
         return caller
 
     # -- plumbing -----------------------------------------------------------------
@@ -207,6 +208,14 @@ class Guard(grpc.aio.ServerInterceptor):
         started: float,
         reason: str = "",
     ) -> None:
+        if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            level = logging.WARNING
+        elif code == grpc.StatusCode.OK and method in READ_ONLY_METHODS:
+            level = logging.DEBUG  # reads are frequent; mutations and refusals are the audit trail
+        else:
+            level = logging.INFO
+        if not log.isEnabledFor(level):
+            return
         fields = {
             "method": method,
             "principal": caller.principal if caller else "",
@@ -215,12 +224,6 @@ class Guard(grpc.aio.ServerInterceptor):
         }
         if reason:
             fields["reason"] = reason
-        if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-            level = logging.WARNING
-        elif code == grpc.StatusCode.OK and method in READ_ONLY_METHODS:
-            level = logging.DEBUG  # reads are frequent; mutations and refusals are the audit trail
-        else:
-            level = logging.INFO
         log.log(level, "rpc", extra={"fields": fields})
 
     async def _fail(

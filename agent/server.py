@@ -76,7 +76,10 @@ class AgentServer:
             config.keys,
             config.principals,
             config.principals_file,
+            name=config.name,
             max_skew=config.max_clock_skew,
+            accept_v1=config.accept_hmac_v1,
+            state_dir=config.state_dir,
         )
         self.instance = instance_id(config.state_dir)
         self.runtime = DockerRuntime(config.name, config.adopt, docker_host=config.docker_host,

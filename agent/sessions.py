@@ -70,7 +70,8 @@ class SessionManager:
                     self._touch(rec)
                     return rec
         now = self.clock()
-        ttl = ttl if ttl > 0 else self.default_ttl
+        # A persistent session never expires: TTL 0, so its labels do not claim one.
+        ttl = 0 if persistent else ttl if ttl > 0 else self.default_ttl
         rec = SessionRecord(id=f"s-{secrets.token_hex(6)}", name=name, ttl=ttl,
                             persistent=persistent, principal=principal, created=now,
                             labels=dict(labels or {}), expires_at=now + ttl)
@@ -245,6 +246,8 @@ class SessionManager:
             if info.id in self._sessions:
                 continue
             values = {f.name: getattr(info, f.name) for f in fields(SessionInfo)}
+            if info.persistent:
+                values["ttl"] = 0
             rec = SessionRecord(**values, expires_at=base + info.ttl)
             self._sessions[rec.id] = rec
             log.info("session recovered from labels",

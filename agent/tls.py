@@ -13,12 +13,16 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
+from shakedown.secretfile import SecretFileError, read_secret
+
 log = logging.getLogger("shakedown.agent.tls")
+CRL_CHECK_INTERVAL = 0.25  # seconds
 
 
 class TlsConfigError(ValueError):
@@ -34,9 +38,12 @@ def _mtime(path: Path | None) -> float | None:
         return None
 
 
-def _read(path: Path, flag: str) -> bytes:
+def _read(path: Path, flag: str, secret: bool = False) -> bytes:
     try:
-        return path.read_bytes()
+        # A private key others can read is refused, as ssh does (shakedown.secretfile).
+        return read_secret(path, f"{flag} private key") if secret else path.read_bytes()
+    except SecretFileError as exc:
+        raise TlsConfigError(str(exc)) from None
     except OSError as exc:
         raise TlsConfigError(f"{flag} {path}: {exc.strerror}") from None
 
@@ -59,6 +66,7 @@ class CertStore:
         self._crl_stamp: float | None = None
         self._revoked: frozenset[int] = frozenset()
         self._revoked_cache: dict[bytes, bool] = {}
+        self._crl_checked, self._crl_failed = time.monotonic(), False
         self._refresh_crl()
 
     # -- certificates ---------------------------------------------------------
@@ -70,7 +78,7 @@ class CertStore:
         stamp = self._stamp()
         ca = _read(self.ca_path, "--ca")
         cert = _read(self.cert_path, "--cert")
-        key = _read(self.key_path, "--key")
+        key = _read(self.key_path, "--key", secret=True)
         for blob, flag, marker in (
             (ca, "--ca", b"CERTIFICATE"),
             (cert, "--cert", b"CERTIFICATE"),
@@ -154,10 +162,20 @@ class CertStore:
         return frozenset(entry.serial_number for entry in crl)
 
     def is_revoked(self, peer_cert_pem: bytes) -> bool:
-        """True when the peer's certificate serial is on the current CRL."""
+        """True when the peer's certificate serial is on the current CRL.
+
+        The CRL file is stat()ed at most every CRL_CHECK_INTERVAL (a stat per
+        call was a measurable share of a signed call), so a revocation takes
+        effect within that; after a failed load it is re-read on every call,
+        so an unreadable CRL keeps failing closed.
+        """
         if self.crl_path is None:
             return False
-        self._refresh_crl()
+        now = time.monotonic()
+        if self._crl_failed or now - self._crl_checked >= CRL_CHECK_INTERVAL:
+            self._crl_failed = True
+            self._refresh_crl()
+            self._crl_failed, self._crl_checked = False, now
         if not self._revoked:
             return False
         digest = hashlib.sha256(peer_cert_pem).digest()

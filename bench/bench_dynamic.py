@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     with workdir(run_id) as root, running_agent(run_id, root) as agent:
         stub = agent.client(timeout=30)
         dyn = DynamicClient(agent.address, Tls.from_certs_dir(agent.pki.root),
-                            agent_signer(agent.pki.keys), timeout=30)
+                            agent_signer(agent.pki.keys, audience=agent.name), timeout=30)
         try:
             stub.node_info()
             dyn.call(method, {})  # caches the descriptors

@@ -3,19 +3,21 @@
 Both servers are separate grpc.aio subprocesses on loopback:
 
 * signed: the real ``shakedown-agent`` (mutual TLS, the Guard interceptor,
-  HMAC verification, nonce cache, the real servicer);
+  HMAC scheme v2 verification, the persisted nonce window, the real servicer);
 * plain:  this script re-run with ``--serve-plain``: a bare grpc.aio server
   implementing the same ``shakedown.agent.v1.Agent/GetNodeInfo`` and answering
   with the agent's own NodeInfo (same size), no TLS, no interceptor.
 
 The client side is the same for both: ``--threads`` threads issuing blocking
-unary calls on ONE channel, with the request already serialized (as the
-driver does). Runs are interleaved in rounds, each bounded by a duration and a
-call cap. Two informational rows help to split the cost: ``plain+signer`` is
-the plain server reached through ``grpc.intercept_channel`` + the
-``SigningInterceptor`` (the client-side share of the signed path; the plain
-server ignores the metadata), and ``AgentClient`` is the public
-``client.node_info()`` (adds the dataclass conversion and the retry wrapper).
+unary calls on ONE channel, with the request already serialized and signed as
+the driver does (``RequestSigner``: HMAC v2 metadata passed to the call; until
+the v2 change the driver, and this row, went through ``grpc.intercept_channel``
++ ``SigningInterceptor``, ~60-100 us more client CPU per call). Runs are
+interleaved in rounds, each bounded by a duration and a call cap. Two
+informational rows help to split the cost: ``mtls-plain`` is the plain server
+behind the same mutual TLS as the agent (no interceptor, no HMAC: the share of
+TLS alone), and ``AgentClient`` is the public ``client.node_info()`` (adds the
+dataclass conversion and the retry wrapper).
 """
 
 from __future__ import annotations
@@ -54,8 +56,12 @@ MAX_CALLS_PER_RUN = 100_000
 # ------------------------------------------------------------------ plain baseline server
 
 
-def serve_plain(port_file: Path, payload_file: Path) -> None:
-    """The baseline: grpc.aio, insecure, no interceptor, one real method."""
+def serve_plain(port_file: Path, payload_file: Path, certs: Path | None = None) -> None:
+    """The baseline: grpc.aio, insecure, no interceptor, one real method.
+
+    With ``certs`` (a ``certs init`` dir) the same server requires mutual TLS,
+    as the agent does: the ``mtls-plain`` row, which splits TLS from the rest.
+    """
     import asyncio
 
     import grpc
@@ -80,7 +86,14 @@ def serve_plain(port_file: Path, payload_file: Path) -> None:
     async def run() -> None:
         server = grpc.aio.server()
         server.add_generic_rpc_handlers((handler,))
-        port = server.add_insecure_port("127.0.0.1:0")
+        if certs is None:
+            port = server.add_insecure_port("127.0.0.1:0")
+        else:
+            name = sorted(certs.glob("agent-*.crt"))[0].stem
+            creds = grpc.ssl_server_credentials(
+                [((certs / f"{name}.key").read_bytes(), (certs / f"{name}.crt").read_bytes())],
+                root_certificates=(certs / "ca.crt").read_bytes(), require_client_auth=True)
+            port = server.add_secure_port("127.0.0.1:0", creds)
         await server.start()
         tmp = port_file.with_suffix(".tmp")
         tmp.write_text(f"{port}\n")
@@ -96,11 +109,13 @@ def serve_plain(port_file: Path, payload_file: Path) -> None:
 
 
 class PlainServer:
-    def __init__(self, root: Path, payload: bytes) -> None:
-        self.port_file = root / "plain.port"
-        self.payload_file = root / "plain-nodeinfo.bin"
+    def __init__(self, root: Path, payload: bytes, certs: Path | None = None) -> None:
+        tag = "plain" if certs is None else "mtls-plain"
+        self.port_file = root / f"{tag}.port"
+        self.payload_file = root / f"{tag}-nodeinfo.bin"
         self.payload_file.write_bytes(payload)
-        self.log_path = root / "plain.log"
+        self.log_path = root / f"{tag}.log"
+        self.certs = certs
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
 
@@ -108,7 +123,8 @@ class PlainServer:
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, __file__, "--serve-plain", str(self.port_file),
-                 str(self.payload_file)], stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+                 str(self.payload_file), *([str(self.certs)] if self.certs else [])],
+                stdout=out, stderr=out, stdin=subprocess.DEVNULL)
 
         def ready() -> bool:
             assert self.proc is not None
@@ -186,8 +202,9 @@ def load(call: Callable[[], object], threads: int, duration: float,
 
 
 def main(argv: list[str] | None = None) -> int:
-    if argv is None and len(sys.argv) == 4 and sys.argv[1] == "--serve-plain":
-        serve_plain(Path(sys.argv[2]), Path(sys.argv[3]))
+    if argv is None and len(sys.argv) in (4, 5) and sys.argv[1] == "--serve-plain":
+        serve_plain(Path(sys.argv[2]), Path(sys.argv[3]),
+                    Path(sys.argv[4]) if len(sys.argv) == 5 else None)
         return 0
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=4, help="client threads on one channel (4)")
@@ -201,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import grpc
 
-    from driver.signer import SigningInterceptor
+    from driver.signer import RequestSigner
     from shakedown import keyring, signing
     from shakedown.agent.v1 import agent_pb2 as pb
 
@@ -218,35 +235,40 @@ def main(argv: list[str] | None = None) -> int:
             private_key=pki.client_key("driver").read_bytes(),
             certificate_chain=pki.client_cert("driver").read_bytes())
         tls_channel = grpc.secure_channel(agent.address, creds)
-        signed_channel = grpc.intercept_channel(tls_channel, SigningInterceptor(key.id, key.secret))
-        signed_raw = signed_channel.unary_unary(METHOD, request_serializer=None,
-                                                response_deserializer=None)
-        signed = signed_channel.unary_unary(METHOD, request_serializer=None,
-                                            response_deserializer=pb.NodeInfo.FromString)
-        payload: bytes = signed_raw(body, timeout=10)
+        # The driver's path (AgentClient): sign the serialized bytes, pass the metadata.
+        signer = RequestSigner(key.id, key.secret, audience=agent.name)
+        signed_raw = tls_channel.unary_unary(METHOD, request_serializer=None,
+                                             response_deserializer=None)
+        signed_call = tls_channel.unary_unary(METHOD, request_serializer=None,
+                                              response_deserializer=pb.NodeInfo.FromString)
+        payload: bytes = signed_raw(body, timeout=10, metadata=signer.metadata(METHOD, body))
         client = agent.client()
-        with PlainServer(root, payload) as plain_server:
+        with PlainServer(root, payload) as plain_server, \
+                PlainServer(root, payload, certs=pki.root) as mtls_server:
             plain_channel = grpc.insecure_channel(f"127.0.0.1:{plain_server.port}")
             plain = plain_channel.unary_unary(METHOD, request_serializer=None,
                                               response_deserializer=pb.NodeInfo.FromString)
             plain(body, timeout=10)
-            plain_signed = grpc.intercept_channel(
-                plain_channel, SigningInterceptor(key.id, key.secret)).unary_unary(
-                METHOD, request_serializer=None, response_deserializer=pb.NodeInfo.FromString)
+            mtls_channel = grpc.secure_channel(f"127.0.0.1:{mtls_server.port}", creds)
+            mtls = mtls_channel.unary_unary(METHOD, request_serializer=None,
+                                            response_deserializer=pb.NodeInfo.FromString)
+            mtls(body, timeout=10)
             try:
                 calls: dict[str, Callable[[], object]] = {
                     "plain": lambda: plain(body, timeout=10),
-                    "signed": lambda: signed(body, timeout=10),
-                    "plain+signer": lambda: plain_signed(body, timeout=10),
+                    "signed": lambda: signed_call(
+                        body, timeout=10, metadata=signer.metadata(METHOD, body)),
+                    "mtls-plain": lambda: mtls(body, timeout=10),
                     "AgentClient": lambda: client.node_info(timeout=10),
                 }
                 warm = 50 if args.quick else 300
                 for call in calls.values():  # warm-up: connections, code paths, caches
                     load(call, threads, 5.0, warm)
                 assert agent.proc is not None and plain_server.proc is not None
+                assert mtls_server.proc is not None
                 server_proc = {
                     "plain": psutil.Process(plain_server.proc.pid),
-                    "plain+signer": psutil.Process(plain_server.proc.pid),
+                    "mtls-plain": psutil.Process(mtls_server.proc.pid),
                     "signed": psutil.Process(agent.proc.pid),
                     "AgentClient": psutil.Process(agent.proc.pid),
                 }
@@ -270,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
                         + ", ".join(f"{s} {this[s]:.0f}/s" for s in order))
             finally:
                 plain_channel.close()
+                mtls_channel.close()
                 tls_channel.close()
                 client.close()
 
@@ -277,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     n = 2000
     t0 = time.perf_counter()
     for _ in range(n):
-        signing.sign(key.id, key.secret, METHOD, body)
+        signing.sign(key.id, key.secret, METHOD, body, audience=agent.name)
     sign_us = (time.perf_counter() - t0) / n * 1e6
 
     _fill(report, lat, wall, errs, cpu, threads, sign_us, len(payload))
@@ -306,7 +329,7 @@ def _fill(report: Report, lat: dict[str, list[float]], wall: dict[str, float],
                            "server CPU us/call", "client CPU us/call", "errors"], rows))
     r = ratio(tput["signed"], tput["plain"])
     report.metrics += [
-        Metric("rpc signed/plain throughput", r, "x"),  # no target set yet
+        Metric("rpc signed/plain throughput", r, "x", ">=", 0.70),
         Metric("rpc signed calls/s", tput["signed"], "/s"),
         Metric("rpc plain calls/s", tput["plain"], "/s"),
         Metric("rpc signed p99 latency", summ["signed"].p99 * 1000, "ms"),

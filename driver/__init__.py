@@ -10,39 +10,78 @@
 Errors are the ``shakedown.errors`` types, re-exported here.
 """
 
-from driver.client import AgentClient, LogStream, Stream
-from driver.fanout import FanOutTimeout, Result, Results, fan_out
-from driver.inventory import Inventory, InventoryError, NodeConfig, load_inventory, write_inventory
-from driver.session import SessionHandle
-from driver.signer import SigningInterceptor
-from driver.types import (
-    Capability,
-    Container,
-    ContainerSpec,
-    Event,
-    ExecResult,
-    LogChunk,
-    LogLine,
-    Mount,
-    Network,
-    NodeInfo,
-    Policy,
-    PortMapping,
-    Session,
-    log_lines,
-    parse_size,
-)
-from shakedown.errors import (
-    AlreadyExists,
-    AuthError,
-    DeadlineExceeded,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    PolicyError,
-    ShakedownError,
-    Unavailable,
-)
+# Imported lazily (PEP 562): `import driver.cli` must not pay for grpc, the stubs
+# and cryptography, so `shakedown --help` stays fast. Type checkers see the imports.
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from driver.client import AgentClient, LogStream, Stream
+    from driver.fanout import FanOutTimeout, Result, Results, fan_out
+    from driver.inventory import (
+        Inventory,
+        InventoryError,
+        NodeConfig,
+        load_inventory,
+        write_inventory,
+    )
+    from driver.session import SessionHandle
+    from driver.signer import SigningInterceptor
+    from driver.types import (
+        Capability,
+        Container,
+        ContainerSpec,
+        Event,
+        ExecResult,
+        LogChunk,
+        LogLine,
+        Mount,
+        Network,
+        NodeInfo,
+        Policy,
+        PortMapping,
+        Session,
+        log_lines,
+        parse_size,
+    )
+    from shakedown.errors import (
+        AlreadyExists,
+        AuthError,
+        DeadlineExceeded,
+        FailedPrecondition,
+        InvalidArgument,
+        NotFound,
+        PolicyError,
+        ShakedownError,
+        Unavailable,
+    )
+
+_HOMES = {
+    "driver.client": ("AgentClient", "LogStream", "Stream"),
+    "driver.fanout": ("FanOutTimeout", "Result", "Results", "fan_out"),
+    "driver.inventory": ("Inventory", "InventoryError", "NodeConfig", "load_inventory",
+                         "write_inventory"),
+    "driver.session": ("SessionHandle",),
+    "driver.signer": ("SigningInterceptor",),
+    "driver.types": ("Capability", "Container", "ContainerSpec", "Event", "ExecResult",
+                     "LogChunk", "LogLine", "Mount", "Network", "NodeInfo", "Policy",
+                     "PortMapping", "Session", "log_lines", "parse_size"),
+    "shakedown.errors": ("AlreadyExists", "AuthError", "DeadlineExceeded", "FailedPrecondition",
+                         "InvalidArgument", "NotFound", "PolicyError", "ShakedownError",
+                         "Unavailable"),
+}
+_WHERE = {name: module for module, names in _HOMES.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'driver' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "AgentClient", "AlreadyExists", "AuthError", "Capability", "Container", "ContainerSpec",

@@ -1,6 +1,6 @@
 """``AgentClient``: the synchronous, typed client of one node agent.
 
-Every call runs over mutual TLS, is HMAC-signed by ``SigningInterceptor`` and
+Every call runs over mutual TLS, is HMAC-signed (scheme v2, ``RequestSigner``) and
 has a deadline. Failures surface as ``shakedown.errors`` types (``NotFound``,
 ``PolicyError``, ``AuthError``, ``Unavailable`` ...), never as ``grpc.RpcError``.
 
@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 import grpc
 from google.protobuf.message import Message
 
-from driver.signer import SigningInterceptor
+from driver import agentname
+from driver.signer import RequestSigner
 from driver.streams import LogStream, Stream
 from driver.types import (
     Container,
@@ -43,6 +44,7 @@ from shakedown import keyring
 from shakedown.agent.v1 import agent_pb2 as pb
 from shakedown.errors import NotFound, ShakedownError, UnknownError, from_rpc_error
 from shakedown.pkilayout import PkiDir
+from shakedown.secretfile import SecretFileError, read_secret
 
 if TYPE_CHECKING:
     from driver.inventory import NodeConfig
@@ -78,11 +80,14 @@ _RESPONSES: dict[str, type[Message]] = {
 _STREAMS: dict[str, type[Message]] = {"Logs": pb.LogChunk, "Events": pb.Event}
 
 
-def _read(source: Path | str | bytes, what: str) -> bytes:
+def _read(source: Path | str | bytes, what: str, secret: bool = False) -> bytes:
     if isinstance(source, bytes):
         return source
     try:
-        return Path(source).read_bytes()
+        # A private key others can read is refused, as ssh does (PermissionError).
+        return read_secret(source, what) if secret else Path(source).read_bytes()
+    except SecretFileError:
+        raise
     except OSError as exc:
         raise FileNotFoundError(f"cannot read {what} {source}: {exc.strerror}") from None
 
@@ -112,36 +117,52 @@ class AgentClient:
         self, address: str, *, ca: Path | str | bytes, cert: Path | str | bytes,
         key: Path | str | bytes, key_id: str, secret: bytes, server_name: str | None = None,
         timeout: float = 30.0, retries: int = 3, node: str | None = None,
+        agent_name: str | None = None,
     ) -> None:
+        """``agent_name``: the audience of every signature; default ``node``, else the CN
+        of the agent's certificate, read by one TLS handshake before the first call."""
+        ca_pem, cert_pem = _read(ca, "CA certificate"), _read(cert, "client certificate")
+        key_pem = _read(key, "client key", secret=True)
         creds = grpc.ssl_channel_credentials(
-            root_certificates=_read(ca, "CA certificate"),
-            private_key=_read(key, "client key"),
-            certificate_chain=_read(cert, "client certificate"),
-        )
+            root_certificates=ca_pem, private_key=key_pem, certificate_chain=cert_pem)
         options: list[tuple[str, Any]] = [("grpc.max_receive_message_length", 64 << 20)]
         if server_name:
             options.append(("grpc.ssl_target_name_override", server_name))
+
+        def learn() -> str:
+            try:
+                return agentname.peer_name(address, ca=ca_pem, cert=cert_pem, key=key_pem,
+                                           server_name=server_name, timeout=self.timeout)
+            except ShakedownError as exc:
+                exc.add_note(f"learning the name of agent {self.describe()} (its certificate's "
+                             "CN); give agent_name= to skip that")
+                raise
+
+        audience = agentname.Audience(agentname.choose(agent_name, node), learn)
         self._setup(grpc.secure_channel(address, creds, options=options), address,
-                    key_id=key_id, secret=secret, timeout=timeout, retries=retries, node=node)
+                    key_id=key_id, secret=secret, timeout=timeout, retries=retries, node=node,
+                    audience=audience)
 
     def _setup(self, channel: grpc.Channel, address: str, *, key_id: str, secret: bytes,
-               timeout: float, retries: int, node: str | None) -> None:
+               timeout: float, retries: int, node: str | None,
+               audience: agentname.Audience) -> None:
         self.address = address
         self.node = node or address
         self.timeout = timeout
         self.retries = max(0, retries)
+        self.audience = audience
         self._raw_channel = channel
-        self._channel = grpc.intercept_channel(channel, SigningInterceptor(key_id, secret))
+        self._signer = RequestSigner(key_id, secret, audience=audience)
         # request_serializer=None: the signer must see (and sign) the wire bytes.
         self._unary = {
-            name: self._channel.unary_unary(
+            name: channel.unary_unary(
                 f"/{SERVICE}/{name}", request_serializer=None,
                 response_deserializer=resp.FromString,
             )
             for name, resp in _RESPONSES.items()
         }
         self._stream = {
-            name: self._channel.unary_stream(
+            name: channel.unary_stream(
                 f"/{SERVICE}/{name}", request_serializer=None,
                 response_deserializer=resp.FromString,
             )
@@ -165,19 +186,26 @@ class AgentClient:
     @classmethod
     def over_channel(cls, channel: grpc.Channel, *, key_id: str, secret: bytes,
                      address: str = "", timeout: float = 30.0, retries: int = 3,
-                     node: str | None = None) -> AgentClient:
+                     node: str | None = None, agent_name: str | None = None) -> AgentClient:
         """A client over a channel you built (custom transports, fakes in unit tests).
 
         A real agent accepts only mutual TLS; the client takes ownership of ``channel``.
+        The channel's peer is opaque here, so the agent's name must be given
+        (``agent_name``, or ``node`` when that is the agent's name).
         """
+        name = agentname.choose(agent_name, node)
+        if name is None:
+            raise ValueError("over_channel: give agent_name= (the audience of the signatures)")
         self = cls.__new__(cls)
         self._setup(channel, address or node or "channel", key_id=key_id, secret=secret,
-                    timeout=timeout, retries=retries, node=node)
+                    timeout=timeout, retries=retries, node=node,
+                    audience=agentname.Audience(name))
         return self
 
     @classmethod
     def from_node(cls, node: NodeConfig, **kwargs: Any) -> AgentClient:
         key = keyring.load(node.keys).signing_key(node.principal)
+        kwargs.setdefault("agent_name", node.agent_name)
         return cls(node.address, ca=node.ca_path, cert=node.cert_path, key=node.key_path,
                    key_id=key.id, secret=key.secret, server_name=node.server_name,
                    node=node.name, **kwargs)
@@ -203,7 +231,9 @@ class AgentClient:
         while True:
             remaining = max(deadline - time.monotonic(), 0.001)
             try:
-                return self._unary[method](body, timeout=remaining)
+                # Signed per attempt: a retry gets its own timestamp and nonce.
+                md = self._signer.metadata(f"/{SERVICE}/{method}", body)
+                return self._unary[method](body, timeout=remaining, metadata=md)
             except grpc.RpcError as err:
                 if retry and attempt < self.retries and err.code() == grpc.StatusCode.UNAVAILABLE:
                     delay = backoff_delay(attempt)
@@ -219,7 +249,9 @@ class AgentClient:
 
     def _open_stream(self, method: str, request: Message, timeout: float | None,
                      convert: Callable[[Any], T], kind: type[Stream[T]]) -> Stream[T]:
-        call = self._stream[method](request.SerializeToString(), timeout=timeout)
+        body = request.SerializeToString()
+        call = self._stream[method](body, timeout=timeout,
+                                    metadata=self._signer.metadata(f"/{SERVICE}/{method}", body))
         return kind(call, convert, lambda err: self._error(err, method))
 
     def close(self) -> None:

@@ -9,8 +9,11 @@ principal = "driver"
 [[nodes]]
 name = "n1"
 address = "127.0.0.1:7701"
-# optional per node: certs, keys, principal, server_name, ca, cert, key
+# optional per node: certs, keys, principal, server_name, ca, cert, key, agent_name
 ```
+
+``agent_name`` is the agent's ``--name`` when it differs from the node name:
+the audience of the node's HMAC signatures.
 
 ``ca``/``cert``/``key`` override the files a ``certs`` directory implies.
 Every error names the file and the field, e.g. ``inventory.toml: nodes[1].address: ...``.
@@ -32,7 +35,7 @@ if TYPE_CHECKING:
 
 PATH_FIELDS = ("certs", "keys", "ca", "cert", "key")
 STRING_FIELDS = ("principal", "server_name")
-NODE_FIELDS = ("name", "address", *PATH_FIELDS, *STRING_FIELDS)
+NODE_FIELDS = ("name", "address", *PATH_FIELDS, *STRING_FIELDS, "agent_name")
 DEFAULT_FIELDS = (*PATH_FIELDS, *STRING_FIELDS)
 _ADDRESS_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})$")
 
@@ -62,6 +65,8 @@ class NodeConfig:
     ca: Path | None = None
     cert: Path | None = None
     key: Path | None = None
+    # The agent's --name, when it is not the node name (the signatures' audience).
+    agent_name: str | None = None
 
     def _pki(self, what: str) -> PkiDir:
         if self.certs is None:
@@ -148,6 +153,9 @@ def parse_inventory(text: str, path: Path) -> Inventory:
         if not NAME_RE.match(fields["name"]):
             raise InventoryError(f"{where}.name: {fields['name']!r}: use letters, digits, "
                                  "'.', '_' or '-'")
+        if "agent_name" in fields and not NAME_RE.match(fields["agent_name"]):
+            raise InventoryError(f"{where}.agent_name: {fields['agent_name']!r}: use letters, "
+                                 "digits, '.', '_' or '-'")
         if fields["name"] in (n.name for n in nodes):
             raise InventoryError(f"{where}.name: duplicate node name {fields['name']!r}")
         if reason := check_address(fields["address"]):
@@ -211,7 +219,7 @@ def write_inventory(path: str | Path, nodes: Sequence[NodeConfig],
     for node in nodes:
         lines += ["[[nodes]]", f"name = {_toml_str(node.name)}",
                   f"address = {_toml_str(node.address)}"]
-        for key in (*PATH_FIELDS, *STRING_FIELDS):
+        for key in (*PATH_FIELDS, *STRING_FIELDS, "agent_name"):
             value = getattr(node, key)
             if value is None or value == resolved.get(key):
                 continue

@@ -9,10 +9,15 @@ Options (defaults from SHAKEDOWN_ENV / SHAKEDOWN_INVENTORY): `--shakedown-env`,
 when none is given), `--shakedown-ttl` (context session TTL).
 
 Fixtures: `shakedown_env` (session), `agents` (node -> AgentClient), `ctx`
-(an isolated `TestContext` per test, named after it), `shakedown_image`
-(session: the busybox test image, built on the *local* engine only, so with
-remote nodes it must already exist there), `shakedown_node` (parametrizes a
-test over the environment's nodes). Markers: `shakedown`, `suite(name)`, `slow`.
+(an isolated `TestContext` per test, named after it, on the nodes that are up),
+`shakedown_image` (session: the busybox test image, built on the *local* engine
+only, so with remote nodes it must already exist there), `shakedown_node`
+(parametrizes a test over the environment's nodes). Markers: `shakedown`,
+`suite(name)`, `slow`.
+
+A node that is down (probed once per run, on first need) does not take the
+others' tests with it: its own `shakedown_node` tests are skipped, or with
+`--shakedown-missing error` fail, with one line saying why; `ctx` leaves it out.
 
 The plugin loads in every pytest run of an installation: with no
 `--shakedown-*` option it changes nothing, and it imports the driver lazily.
@@ -32,10 +37,14 @@ if TYPE_CHECKING:
     from driver.client import AgentClient
     from driver.env.context import TestContext
 
+# The system under test (adapter) and dynamic-client fixtures live with their concepts.
+pytest_plugins = ["driver.adapters.fixtures", "driver.dynamic.fixtures"]
+
 # `agents` and `ctx` depend on `shakedown_env`, so it is in their closure; a project's
 # own fixture of the same name (which overrides ours) does not pull it in.
 ENV_FIXTURES = frozenset({"shakedown_env", "shakedown_node"})
 NODES_KEY = pytest.StashKey[list[str]]()
+PROBE_TIMEOUT_S = 5.0  # a node that does not answer GetNodeInfo within this is down
 MISSING_HELP = (
     "no Shakedown environment: pass --shakedown-env NAME or --shakedown-inventory FILE "
     "(or set SHAKEDOWN_ENV / SHAKEDOWN_INVENTORY)"
@@ -141,8 +150,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "shakedown_node" not in metafunc.fixturenames:
         return
     names = metafunc.config.stash.get(NODES_KEY, [])
+    # indirect: the `shakedown_node` fixture checks that the node is up.
     metafunc.parametrize("shakedown_node", names or [pytest.param(
-        None, marks=pytest.mark.skip(reason=MISSING_HELP))], ids=lambda n: str(n))
+        None, marks=pytest.mark.skip(reason=MISSING_HELP))], ids=lambda n: str(n),
+        indirect=True)
 
 
 # ---------------------------------------------------------------- fixtures
@@ -174,6 +185,34 @@ def shakedown_env(pytestconfig: pytest.Config,
         env.close()
 
 
+@pytest.fixture(scope="session")
+def shakedown_down(shakedown_env: Any) -> dict[str, str]:
+    """node -> why it is down, for the nodes that did not answer a probe (once per run)."""
+    from driver.cli.agentconn import explain
+    from driver.fanout import fan_out
+    from shakedown.errors import ShakedownError
+
+    clients = shakedown_env.clients()
+    results = fan_out(clients, lambda c: c.node_info(timeout=PROBE_TIMEOUT_S),
+                      timeout=PROBE_TIMEOUT_S + 5)
+    return {n: (explain(clients[n], e, PROBE_TIMEOUT_S) if isinstance(e, ShakedownError)
+                else f"agent {n}: {type(e).__name__}: {e}")
+            for n, e in results.failed.items()}
+
+
+@pytest.fixture()
+def shakedown_node(request: pytest.FixtureRequest, shakedown_down: dict[str, str]) -> str:
+    """The node this test runs for; a node that is down fails or skips it in one line."""
+    node = str(request.param)
+    reason = shakedown_down.get(node)
+    if reason is not None:
+        # E.g. "agent dev-n2 (127.0.0.1:40729) is unreachable: connection refused".
+        if selection(request.config).missing == "error":
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    return node
+
+
 @pytest.fixture()
 def agents(shakedown_env: Any) -> dict[str, AgentClient]:
     """node name -> AgentClient (the environment's shared, thread-safe clients)."""
@@ -183,11 +222,20 @@ def agents(shakedown_env: Any) -> dict[str, AgentClient]:
 @pytest.fixture()
 def ctx(shakedown_env: Any, request: pytest.FixtureRequest,
         pytestconfig: pytest.Config) -> Iterator[TestContext]:
-    """An isolated context named after the test: its containers and temp dir go at teardown."""
+    """An isolated context named after the test, on the nodes that are up.
+
+    Its containers and temp dir go at teardown.
+    """
     from driver.env.context import open_context
 
-    with open_context(shakedown_env, request.node.nodeid,
-                      ttl=selection(pytestconfig).ttl) as context:
+    if "shakedown_node" in request.fixturenames:
+        request.getfixturevalue("shakedown_node")  # this test's node down: say so first
+    down: dict[str, str] = request.getfixturevalue("shakedown_down")
+    live = [n for n in shakedown_env.clients() if n not in down]
+    if not live:
+        pytest.fail("every node is down: " + "; ".join(down.values()), pytrace=False)
+    with open_context(shakedown_env, request.node.nodeid, ttl=selection(pytestconfig).ttl,
+                      nodes=live) as context:
         yield context
 
 

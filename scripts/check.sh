@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 .venv/bin/ruff check .
 .venv/bin/mypy
 scripts/genproto.sh --check
-.venv/bin/python scripts/gen_hmac_vectors.py --check || { echo "tests/vectors/hmac-v1.json is stale"; exit 1; }
+.venv/bin/python scripts/gen_hmac_vectors.py --check || { echo "tests/vectors/tests/vectors/hmac-v*.json are stale: run scripts/gen_hmac_vectors.py"; exit 1; }
 # Every Go module: formatted and vetted (vetting builds the generated stubs too).
 for mod in go tools/authtestserver; do
   unformatted=$(cd "$mod" && gofmt -l .)

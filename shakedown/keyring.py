@@ -2,7 +2,8 @@
 
 One JSON file serves both ends: the agent loads every key to verify, and a
 driver picks the active key bound to its own principal to sign. JSON keeps it
-trivially readable from Go. Written with mode 0600; secrets are base64.
+trivially readable from Go. Written with mode 0600, and refused on load when
+group- or world-accessible or owned by another user; secrets are base64.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shakedown.secretfile import SecretFileError, read_secret
 from shakedown.signing import KEY_ID_RE
 
 FORMAT_VERSION = 1
@@ -141,11 +143,18 @@ def parse(text: str, source: str = "keyring") -> Keyring:
 
 
 def load(path: str | os.PathLike[str]) -> Keyring:
+    """Read and parse the keyring, refusing one others could read (shakedown.secretfile)."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        data = read_secret(p, "keyring")
+    except SecretFileError as exc:
+        raise KeyringError(str(exc)) from None
     except OSError as exc:
         raise KeyringError(f"cannot read keyring {p}: {exc.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise KeyringError(f"{p}: not UTF-8 text") from None
     return parse(text, str(p))
 
 

@@ -175,3 +175,115 @@ def _poll(predicate: Any, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         threading.Event().wait(0.2)
+
+
+def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.startswith("shakedown 0.")
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "later" not in out and "exit codes: 0 success, 1 a failed call" in out
+    with pytest.raises(SystemExit) as exit_:
+        main(["agent", "nope"])
+    assert exit_.value.code == 2  # a usage error
+
+
+def test_run_ps_and_inspect_print_the_same_container(cli: Cli, busybox_image: str, label: str,
+                                                     session_name: str) -> None:
+    ran = cli.json("run", "--session", session_name, "-l", label, busybox_image, "sleep", "60")
+    (listed,) = cli.json("ps", "-l", label)
+    inspected = cli.json("inspect", ran["id"])
+    assert ran["command"] == listed["command"] == ["sleep", "60"]
+    assert listed["pid"] > 0 and listed["started_at"] is not None
+    for doc in (ran, listed):  # state may only move forward between the calls
+        assert {k: v for k, v in doc.items() if k != "status"} == {
+            k: v for k, v in inspected.items() if k != "status"}
+    cli("rm", "-f", ran["id"])
+
+
+def test_pause_unpause_restart(cli: Cli, busybox_image: str, label: str,
+                               session_name: str) -> None:
+    cid = cli("run", "--session", session_name, "-l", label, busybox_image,
+              "sleep", "300").strip()
+    assert cli.json("pause", cid)["state"] == "paused"
+    assert cli.json("unpause", cid)["state"] == "running"
+    before = cli.json("inspect", cid)["started_at"]
+    restarted = cli.json("restart", cid, "-t", "0")
+    assert restarted["state"] == "running" and restarted["started_at"] > before
+    assert cli("pause", cid).strip() == cid
+    cli("rm", "-f", cid)
+
+
+def test_logs_json_lines(cli: Cli, busybox_image: str, label: str, session_name: str) -> None:
+    cid = cli("run", "--session", session_name, "-l", label, busybox_image,
+              "sh", "-c", "echo one; echo two >&2; echo three").strip()
+    cli("logs", cid, "-f")  # returns once the container has exited
+    records = [json.loads(line) for line in cli("logs", cid, "--json").splitlines()]
+    assert sorted((r["stream"], r["data"]) for r in records) == [
+        ("stderr", "two"), ("stdout", "one"), ("stdout", "three")]
+    assert all(r["timestamp"].startswith("20") for r in records)
+    cli("rm", "-f", cid)
+
+
+def test_run_session_labels_are_truthful_and_ttl_reaps(cli: Cli, busybox_image: str,
+                                                        label: str, session_name: str) -> None:
+    kept = cli.json("run", "--session", session_name, "-l", label, busybox_image, "sleep", "60")
+    assert kept["labels"]["io.shakedown.session.persistent"] == "true"
+    assert kept["labels"]["io.shakedown.session.ttl"] == "0"  # never reaped: no TTL claimed
+    reaped = cli.json("run", "--ttl", "2", "-l", label, busybox_image, "sleep", "60")
+    assert "2 s TTL" in cli.last_err
+    assert reaped["labels"]["io.shakedown.session.persistent"] == "false"
+    assert reaped["labels"]["io.shakedown.session.ttl"] == "2"
+    assert reaped["session_id"] != kept["session_id"]
+
+    def gone() -> bool:
+        return [c["id"] for c in cli.json("ps", "-a", "-l", label)] == [kept["id"]]
+    _poll(gone, 20, "the --ttl container to be reaped")
+    cli("run", "--ttl", "0", busybox_image, code=2)
+    assert "--ttl 0: must be at least 1" in cli.last_err
+    cli("run", "--ttl", "5", "--session", session_name, busybox_image, code=2)
+    assert "that session is persistent" in cli.last_err
+
+
+def _python(code: str, **env: str) -> str:
+    import os
+    import subprocess
+    import sys
+
+    clean = {k: v for k, v in os.environ.items() if k != "GRPC_VERBOSITY"}
+    return subprocess.run([sys.executable, "-c", code], env={**clean, **env},
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_grpc_core_logging_is_off_in_both_entry_points_unless_the_user_set_it() -> None:
+    # Both set GRPC_VERBOSITY before grpc is first imported (gRPC core reads it then).
+    driver = ("import sys, os, driver.cli; driver.cli.quiet_grpc_core(); "
+              "print('grpc' in sys.modules, os.environ['GRPC_VERBOSITY'])")
+    assert _python(driver) == "False NONE"
+    assert _python(driver, GRPC_VERBOSITY="ERROR") == "False ERROR"
+    agent = "import os, agent.cli; print(os.environ['GRPC_VERBOSITY'])"
+    assert _python(agent) == "NONE"
+    assert _python(agent, GRPC_VERBOSITY="DEBUG") == "DEBUG"
+
+
+def test_help_imports_no_heavy_dependency() -> None:
+    code = ("import sys, contextlib, io, driver.cli\n"
+            "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+            "    driver.cli.main(['--help'])\n"
+            "print(sorted(m for m in ('grpc', 'docker', 'cryptography', 'google.protobuf',"
+            " 'shakedown.agent.v1.agent_pb2') if m in sys.modules))")
+    assert _python(code) == "[]"
+
+
+def test_group_stand_ins_match_what_each_group_registers() -> None:
+    import argparse
+
+    from driver.cli import GROUP_HELP, build_parser
+
+    full = build_parser()  # every group built in full
+    (sub,) = [a for a in full._actions if isinstance(a, argparse._SubParsersAction)]
+    helps = {c.dest: c.help for c in sub._choices_actions}
+    assert helps == GROUP_HELP

@@ -68,17 +68,45 @@ def test_verify_auth_matrix_rejects_every_negative_case(agent_proc: AgentProcess
     report = verify_auth(agent_proc.address, agent_proc.certs, agent_proc.keys)
     by_name = {c.name: c for c in report.cases}
     assert report.ok, "\n".join(f"{c.name}: {c.observed}" for c in report.failures)
-    assert not [c for c in report.cases if c.verdict == "skip"], "every case should run here"
+    assert report.exit_code == 0
+    assert [c.name for c in report.cases if c.verdict != "pass"] == [], "every case should pass"
+    assert report.probe is not None and report.probe.agent
+    assert report.probe.method == "/shakedown.agent.v1.Agent/GetNodeInfo"
     assert by_name["valid certificate and signature"].code == "OK"
     assert by_name["unsigned call"].code == "UNAUTHENTICATED"
     assert by_name["replayed nonce"].code == "UNAUTHENTICATED"
     assert by_name["tampered body"].code == "UNAUTHENTICATED"
-    assert by_name["revoked certificate"].code == "UNAUTHENTICATED"
+    # The CRL refused it: a fresh certificate for the same (allow-listed) principal gets in.
+    revoked = by_name["revoked certificate"]
+    assert (revoked.code, revoked.result) == ("UNAUTHENTICATED", "rejected")
+    assert (
+        "revoked" in revoked.reason
+        and "a fresh certificate for 'revoked' gets OK" in revoked.reason
+    )
     assert by_name["principal not on the allow-list"].code == "PERMISSION_DENIED"
-    assert by_name["role may not mutate (observer kills a container)"].code == "PERMISSION_DENIED"
-    assert by_name["no client certificate"].code == "UNAVAILABLE"
-    assert by_name["expired certificate"].code == "UNAVAILABLE"
+    role = by_name["observer kills a container"]
+    assert (role.code, role.method) == (
+        "PERMISSION_DENIED",
+        "/shakedown.agent.v1.Agent/KillContainer",
+    )
+    # Handshake refusals are seen in the handshake itself, with their reason.
+    for name in ("no client certificate", "certificate from another CA", "expired certificate"):
+        assert (by_name[name].code, by_name[name].result) == ("TLS", "rejected"), by_name[name]
+        assert by_name[name].reason and "TSI_DATA_CORRUPTED" not in by_name[name].reason
+    assert by_name["plaintext (no TLS)"].reason.startswith("TLS required")
     assert len(report.cases) == 17
+
+
+def test_verify_auth_without_keys_probes_the_agents_health(agent_proc: AgentProcess) -> None:
+    """No keyring: the agent's own methods need a signature, its health service does not."""
+    report = verify_auth(agent_proc.address, agent_proc.certs)
+    by_name = {c.name: c for c in report.cases}
+    assert report.probe is not None and report.probe.method == "/grpc.health.v1.Health/Check"
+    assert report.exit_code == 0, [c.observed for c in report.cases if c.verdict != "pass"]
+    assert by_name["valid certificate"].verdict == "pass"
+    assert by_name["principal not on the allow-list"].code == "PERMISSION_DENIED"
+    assert by_name["observer kills a container"].verdict == "skip"
+    assert not [c for c in report.cases if c.category == "hmac"]
 
 
 def test_verify_auth_cli_json_and_exit_code(agent_proc: AgentProcess, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -97,8 +125,10 @@ def test_verify_auth_cli_json_and_exit_code(agent_proc: AgentProcess, capsys) ->
     )
     out = json.loads(capsys.readouterr().out)
     assert code == 0
-    assert out["ok"] is True
-    assert out["summary"]["FAIL"] == 0
+    assert out["ok"] is True and out["exit_code"] == 0
+    assert out["summary"]["FAIL"] == 0 and out["summary"]["inconclusive"] == 0
+    assert out["summary"]["pass"] == 17
+    assert out["probe"]["method"] == "/shakedown.agent.v1.Agent/GetNodeInfo"
 
 
 def test_verify_auth_flags_an_endpoint_that_accepts_without_client_certs(
@@ -106,7 +136,7 @@ def test_verify_auth_flags_an_endpoint_that_accepts_without_client_certs(
     tmp_path,
     capsys,  # type: ignore[no-untyped-def]
 ) -> None:
-    """A weak server (TLS, no client auth, no HMAC) must make `verify auth` exit non-zero."""
+    """A weak server (TLS, no client auth, no HMAC) must make `verify auth` exit 1."""
     name = pki.agents[0]
     server = grpc.server(futures.ThreadPoolExecutor(2))
     health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
@@ -118,13 +148,23 @@ def test_verify_auth_flags_an_endpoint_that_accepts_without_client_certs(
     server.start()
     try:
         code = cli_main(
-            ["verify", "auth", "--target", f"127.0.0.1:{port}", "--certs", str(pki.root)]
+            ["verify", "auth", "--target", f"127.0.0.1:{port}", "--certs", str(pki.root), "--json"]
         )
-        out = capsys.readouterr().out
+        out = json.loads(capsys.readouterr().out)
     finally:
         server.stop(0)
     assert code == 1
-    assert "no client certificate" in out and "FAIL" in out
+    # No reflection, but health is served: it is the probe.
+    assert out["probe"]["method"] == "/grpc.health.v1.Health/Check"
+    by_name = {c["name"]: c for c in out["cases"]}
+    assert (
+        by_name["no client certificate"]["verdict"],
+        by_name["no client certificate"]["code"],
+    ) == (
+        "FAIL",
+        "OK",
+    )
+    assert by_name["plaintext (no TLS)"]["verdict"] == "pass"  # not flagged: TLS is required
 
 
 def test_rejected_calls_have_no_side_effect(
@@ -149,7 +189,12 @@ def test_rejected_calls_have_no_side_effect(
             ts = args.pop("timestamp", None)
             return list(
                 signing.sign(
-                    args["key_id"], args["secret"], args["method"], args["body"], timestamp=ts
+                    args["key_id"],
+                    args["secret"],
+                    args["method"],
+                    args["body"],
+                    audience=agent_proc.name,
+                    timestamp=ts,
                 ).metadata()
             )
 

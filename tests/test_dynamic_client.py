@@ -18,7 +18,7 @@ AGENT = "shakedown.agent.v1.Agent"
 
 
 def test_signed_call_to_the_agent(agent_proc: AgentProcess) -> None:
-    signer = agent_signer(agent_proc.pki.keys)
+    signer = agent_signer(agent_proc.pki.keys, audience=agent_proc.name)
     with DynamicClient(agent_proc.address, Tls.from_certs_dir(agent_proc.pki.root), signer) as c:
         assert AGENT in c.services()
         assert {"grpc.reflection.v1.ServerReflection",
@@ -36,7 +36,7 @@ def test_unsigned_call_to_the_agent_is_rejected(agent_proc: AgentProcess) -> Non
 
 
 def test_wrong_field_is_refused_before_sending(agent_proc: AgentProcess) -> None:
-    signer = agent_signer(agent_proc.pki.keys)
+    signer = agent_signer(agent_proc.pki.keys, audience=agent_proc.name)
     with DynamicClient(agent_proc.address, Tls.from_certs_dir(agent_proc.pki.root), signer) as c:
         with pytest.raises(InvalidArgument) as err:
             c.call(f"{AGENT}/ListContainers", {"sesion_id": "x"})

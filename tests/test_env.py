@@ -91,7 +91,8 @@ def test_status_reports_a_killed_agent_and_start_heals_it(env: Environment) -> N
     wait_for(lambda: not proc.alive(), 10, what="the agent to die")
     out = _cli(env.paths.root.parent, "status", env.name)
     assert out.returncode == 1
-    assert f"agent {agent.node} is down: connection refused on 127.0.0.1:" in out.stdout
+    assert f"{agent.name} is down: connection refused on 127.0.0.1:" in out.stdout
+    assert "is down: agent" not in out.stdout  # the phrase once, not twice
     assert f"logs/{agent.name}.log" in out.stdout
     healed = _cli(env.paths.root.parent, "start", env.name, "--json")
     assert healed.returncode == 0, healed.stderr
@@ -148,7 +149,13 @@ def test_stop_keeps_data_and_start_restarts_everything(tmp_path: Path) -> None:
         c.close()
         stopped = env.stop()
         assert sorted(stopped) == sorted(env.state.components)
-        assert not env.status().healthy
+        st = env.status()
+        assert not st.healthy and st.stopped and st.verdict == "stopped"
+        out = _cli(base, "status", env.name)
+        assert out.returncode == 1  # not running: the check fails, but it is not broken
+        assert f"{env.paths.root}): stopped" in out.stdout and "UNHEALTHY" not in out.stdout
+        assert "is down" not in out.stdout
+        assert f"stopped; start it with `shakedown env start {env.name}`" in out.stdout
         assert sorted(env.start()) == sorted(env.state.components)
         c = pyetcd.client(host, int(port))
         assert c.get("/shakedown-test/kept")[0] == b"yes"
@@ -188,5 +195,68 @@ def test_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     base = str(tmp_path / "envs")
     assert cli_main(["env", "status", "nope", "--base", base]) == 2
     assert "create it with `shakedown env create nope`" in capsys.readouterr().err
-    assert cli_main(["env", "create", "Bad_Name", "--base", base]) == 1
+    assert cli_main(["env", "create", "Bad_Name", "--base", base]) == 2  # a usage error
     assert "lowercase" in capsys.readouterr().err
+    assert cli_main(["env", "create", "ok", "--nodes", "0", "--base", base]) == 2
+    assert "--nodes 0: must be between 1 and 32" in capsys.readouterr().err
+    assert not Path(base, "ok").exists()
+
+
+def test_existing_environment_keeps_its_size(env: Environment) -> None:
+    base = env.paths.root.parent
+    bigger = _cli(base, "create", env.name, "--nodes", "3")
+    assert bigger.returncode == 1
+    assert "exists with 2 node(s), not 3" in bigger.stderr
+    assert f"`shakedown env destroy {env.name}`" in bigger.stderr
+    assert len(Environment.load(env.name, base=base).state.agents()) == 2  # untouched
+    for same in ([], ["--nodes", "2"]):
+        again = _cli(base, "create", env.name, *same)
+        assert again.returncode == 0, again.stderr
+        assert "exists; starting what is down" in again.stderr
+
+
+def test_logs_follow_prints_what_is_appended(env: Environment) -> None:
+    log = env.paths.log("etcd")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "driver.cli", "env", "logs", env.name, "etcd", "-f",
+         "--tail", "1", "--base", str(env.paths.root.parent)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()  # the last line that was there
+        marker = f"appended-{uuid.uuid4().hex}"
+        with log.open("a") as f:
+            f.write(marker + "\n")
+        assert proc.stdout.readline().strip() == marker
+    finally:
+        proc.kill()  # our own child, by its handle
+        proc.wait()
+
+
+def test_destroy_removes_a_killed_agents_claim_volume(tmp_path: Path) -> None:
+    from agent.claim import CLAIM, volume_name
+
+    base = tmp_path / "envs"
+    env = Environment.create(_name(), nodes=1, base=base)
+    agent = env.state.agents()[0]
+    engine = docker.from_env()
+    foreign_node = f"foreign-{uuid.uuid4().hex[:8]}"
+    foreign = engine.volumes.create(
+        volume_name(foreign_node),
+        labels={CLAIM: foreign_node, "io.shakedown.test-foreign": "1"},
+    )
+    try:
+        proc = agent.managed()
+        assert proc is not None
+        os.kill(proc.pid, signal.SIGKILL)
+        wait_for(lambda: not proc.alive(), 10, what="the agent to die")
+        assert engine.volumes.get(volume_name(agent.node))  # left behind by the SIGKILL
+        env.close()
+        assert cli_main(["env", "destroy", env.name, "--base", str(base)]) == 0
+        with pytest.raises(docker.errors.NotFound):
+            engine.volumes.get(volume_name(agent.node))
+        assert engine.volumes.get(foreign.name).attrs["Labels"][CLAIM] == foreign_node
+    finally:
+        foreign.remove(force=True)
+        engine.close()

@@ -232,7 +232,7 @@ def test_garbage_request_bytes_are_invalid_argument_not_a_crash(agent_proc: Agen
     with grpc.secure_channel(agent_proc.address, creds) as channel:
         call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
         for body in (b"\xff\xff\xff", b"\x0a\xff\x01", b"\x12\x05\x0a\x03\xc3\x28\x00"):
-            md = signing.sign(key.id, key.secret, method, body).metadata()
+            md = signing.sign(key.id, key.secret, method, body, audience=agent_proc.name).metadata()
             with pytest.raises(grpc.RpcError) as err:
                 call(body, metadata=list(md), timeout=10)
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]

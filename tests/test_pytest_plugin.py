@@ -147,3 +147,49 @@ def test_plugin_imports_lazily() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+ONE_NODE_DOWN = """
+from driver.types import ContainerSpec
+
+def test_per_node(ctx, shakedown_node, shakedown_image):
+    c = ctx.run(shakedown_node, ContainerSpec(shakedown_image, ["sleep", "300"]))
+    assert ctx.clients[shakedown_node].exec(c, ["echo", "ok"]).output == "ok\\n"
+
+def test_whole_env(ctx, agents):
+    assert len(ctx.nodes) == len(agents) - 1  # the dead node is left out
+
+def test_plain_agents(agents):
+    assert len(agents) == 2
+"""
+
+
+@pytest.mark.usefixtures("clean_env_vars")
+def test_one_dead_node_fails_only_its_own_tests(pytester: pytest.Pytester,
+                                                env: Environment) -> None:
+    import os
+    import signal
+
+    from tests.support.agentproc import wait_for
+
+    dead = env.state.agents()[1]
+    proc = dead.managed()
+    assert proc is not None
+    os.kill(proc.pid, signal.SIGKILL)
+    wait_for(lambda: not proc.alive(), 10, what="the agent to die")
+    try:
+        pytester.makepyfile(test_one_down=ONE_NODE_DOWN)
+        result = pytester.runpytest_subprocess(*env_args(env), "--shakedown-missing", "error",
+                                               "-rE", "-v")
+        result.assert_outcomes(passed=3, errors=1)
+        out = result.stdout.str()
+        result.stdout.fnmatch_lines([f"*test_per_node?{env.state.agents()[0].node}? PASSED*"])
+        line = f"agent {dead.node} (127.0.0.1:*) is unreachable: connection refused"
+        result.stdout.fnmatch_lines([f"*ERROR at setup of test_per_node?{dead.node}?*", line,
+                                     f"ERROR test_one_down.py::test_per_node?{dead.node}?*"])
+        assert "Traceback" not in out and "grpc" not in out and len(out.splitlines()) < 40
+        skipped = pytester.runpytest_subprocess(*env_args(env), "-rs")  # default: skip
+        skipped.assert_outcomes(passed=3, skipped=1)
+        skipped.stdout.fnmatch_lines([f"SKIPPED*{line}"])
+    finally:
+        env.start()

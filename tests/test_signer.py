@@ -16,6 +16,7 @@ from shakedown.agent.v1 import agent_pb2 as pb
 
 SECRET = b"0123456789abcdef0123456789abcdef"
 KEY_ID = "driver-test"
+AGENT = "n1"
 SERVICE = "shakedown.agent.v1.Agent"
 
 
@@ -82,7 +83,7 @@ def server() -> Iterator[tuple[str, Recorder]]:
 @pytest.fixture()
 def channel(server: tuple[str, Recorder]) -> Iterator[grpc.Channel]:
     raw = grpc.insecure_channel(server[0])
-    yield grpc.intercept_channel(raw, SigningInterceptor(KEY_ID, SECRET))
+    yield grpc.intercept_channel(raw, SigningInterceptor(KEY_ID, SECRET, audience=AGENT))
     raw.close()
 
 
@@ -101,12 +102,19 @@ def test_signature_covers_exact_wire_bytes(server: tuple[str, Recorder],
     (seen,) = rec.calls
     assert seen.body == body
     assert seen.headers.key_id == KEY_ID
+    assert seen.headers.scheme == signing.SCHEME_V2
+    assert seen.metadata[signing.AUDIENCE] == AGENT
     assert seen.metadata["x-trace"] == "keep-me"  # caller metadata survives
     method = f"/{SERVICE}/ListContainers"
     assert signing.signature_matches(SECRET, method, seen.body, seen.headers)
     # ... and only those bytes, for only that method.
     assert not signing.signature_matches(SECRET, method, seen.body + b"\x00", seen.headers)
     assert not signing.signature_matches(SECRET, f"/{SERVICE}/Exec", seen.body, seen.headers)
+    # ... and only for that agent: another audience (or none: v1) does not verify.
+    for other in ("n2", None):
+        moved = signing.SignedHeaders(seen.headers.key_id, seen.headers.timestamp,
+                                      seen.headers.nonce, seen.headers.signature, other)
+        assert not signing.signature_matches(SECRET, method, seen.body, moved)
 
 
 def test_empty_request_is_signed(server: tuple[str, Recorder], channel: grpc.Channel) -> None:
@@ -143,7 +151,8 @@ def test_streaming_request_is_signed(server: tuple[str, Recorder],
 def test_clock_sets_timestamp(server: tuple[str, Recorder]) -> None:
     addr, rec = server
     with grpc.insecure_channel(addr) as raw:
-        ch = grpc.intercept_channel(raw, SigningInterceptor(KEY_ID, SECRET, clock=lambda: 1234.9))
+        ch = grpc.intercept_channel(raw, SigningInterceptor(KEY_ID, SECRET, audience=AGENT,
+                                                     clock=lambda: 1234.9))
         _unary(ch, "GetNodeInfo")(b"", timeout=5)
     assert rec.calls[0].headers.timestamp == 1234
 
@@ -164,7 +173,8 @@ def test_client_retries_are_resigned(server: tuple[str, Recorder]) -> None:
     addr, rec = server
     rec.fail_next = 2
     client = AgentClient.over_channel(grpc.insecure_channel(addr), key_id=KEY_ID,
-                                      secret=SECRET, timeout=10, retries=3)
+                                      secret=SECRET, timeout=10, retries=3,
+                                      agent_name=AGENT)
     try:
         assert client.node_info().name == "fake"
     finally:
@@ -181,7 +191,8 @@ def test_non_idempotent_calls_are_not_retried(server: tuple[str, Recorder]) -> N
     addr, rec = server
     rec.fail_next = 1
     client = AgentClient.over_channel(grpc.insecure_channel(addr), key_id=KEY_ID,
-                                      secret=SECRET, timeout=10, retries=3)
+                                      secret=SECRET, timeout=10, retries=3,
+                                      agent_name=AGENT)
     try:
         with pytest.raises(Unavailable):
             client.open_session(ttl=10)
@@ -192,4 +203,41 @@ def test_non_idempotent_calls_are_not_retried(server: tuple[str, Recorder]) -> N
 
 def test_bad_key_id_is_rejected_early() -> None:
     with pytest.raises(ValueError, match="key id"):
-        SigningInterceptor("bad key!", SECRET)
+        SigningInterceptor("bad key!", SECRET, audience=AGENT)
+
+
+def test_bad_audience_is_rejected_early() -> None:
+    with pytest.raises(ValueError, match="audience"):
+        SigningInterceptor(KEY_ID, SECRET, audience="n1:7701")
+
+
+def test_lazy_audience_is_asked_per_call(server: tuple[str, Recorder]) -> None:
+    """A callable audience (agentname.Audience) is resolved when the call is made."""
+    from driver.agentname import Audience
+
+    addr, rec = server
+    asked: list[int] = []
+
+    def learn() -> str:
+        asked.append(1)
+        return "late-name"
+
+    with grpc.insecure_channel(addr) as raw:
+        ch = grpc.intercept_channel(raw, SigningInterceptor(KEY_ID, SECRET,
+                                                            audience=Audience(None, learn)))
+        assert asked == []
+        _unary(ch, "GetNodeInfo")(b"", timeout=5)
+        _unary(ch, "GetNodeInfo")(b"", timeout=5)
+    assert asked == [1]  # once, then remembered
+    assert {c.headers.audience for c in rec.calls} == {"late-name"}
+
+
+def test_over_channel_needs_the_agent_name(server: tuple[str, Recorder]) -> None:
+    from driver.client import AgentClient
+
+    with pytest.raises(ValueError, match="agent_name"):
+        AgentClient.over_channel(grpc.insecure_channel(server[0]), key_id=KEY_ID, secret=SECRET)
+    with AgentClient.over_channel(grpc.insecure_channel(server[0]), key_id=KEY_ID, secret=SECRET,
+                                  node="n7") as c:  # an inventory node name is the agent name
+        c.node_info()
+    assert server[1].calls[-1].headers.audience == "n7"

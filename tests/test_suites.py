@@ -4,6 +4,7 @@ and tested by a pytest subprocess that finds it by name (persistence across proc
 from __future__ import annotations
 
 import json
+import os
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 from driver.env import Environment
 from driver.reports.summary import build_summary
-from driver.suites import known_suites
+from driver.suites import SUITES_DIR, known_suites
 from driver.suites.runner import SuiteRun, run_suites
 from tests.support.envs import module_env
 
@@ -83,6 +84,11 @@ def test_selection_by_suite_and_keyword(env: Environment, tmp_path: Path) -> Non
     assert list(doc["suites"]) == ["error_handling"]
     assert doc["totals"]["passed"] == len(env.inventory().names)  # one per node
     assert all("inspect" in c.get("name", "") for c in junit_cases(result.junit_path))
+    header = result.log_path.read_text()
+    assert "dev/null" not in header
+    config = result.reports_dir / "pytest.ini"
+    assert config.read_text().rstrip().endswith("[pytest]")  # a real, empty config
+    assert f"configfile: {os.path.relpath(config, SUITES_DIR)}" in header
 
 
 def test_isolated_from_the_repos_conftest(env: Environment, tmp_path: Path) -> None:

@@ -46,3 +46,17 @@ def test_probe_reports_alerts_from_grpc_go(pkis: tuple[Path, Path], tmp_path: Pa
         assert got["foreign"][0] == "refused" and "unknown ca" in got["foreign"][1]
         assert plaintext(target).outcome == "refused"
 
+
+def test_our_refusal_of_the_server_is_not_the_servers_refusal(
+    pkis: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A server certificate we do not trust says nothing about the server's own checks."""
+    ours, other = pkis
+    key, cert = _read(ours / "client-driver.key"), _read(ours / "client-driver.crt")
+    with auth_test_server(ours, "srv", tmp_path) as target:
+        good = handshake(target, _read(ours / "ca.crt"), key, cert, server_name="localhost")
+        wrong_name = handshake(target, _read(ours / "ca.crt"), key, cert, server_name="elsewhere")
+        wrong_ca = handshake(target, _read(other / "ca.crt"), key, cert, server_name="localhost")
+    assert (good.outcome, good.server_cn) == ("accepted", "srv")
+    assert wrong_name.outcome == "untrusted" and "we do not trust" in wrong_name.reason
+    assert wrong_ca.outcome == "untrusted" and wrong_ca.server_cn == ""

@@ -3,171 +3,42 @@
 Agents come from an inventory (``--inventory FILE [--node NAME]``) or one
 explicit target (``--target HOST:PORT --certs DIR --keys FILE``). ``info`` and
 ``ps`` default to every node; the others need exactly one node.
+
+Sessions: by default ``run`` puts containers in the caller's persistent
+session ``cli``, which the agent never reaps (remove them with ``rm``);
+``run --ttl N`` opens a fresh session that the agent reaps N seconds after
+its last keep-alive (at once after a detached ``run`` returns, plus N s).
 """
 
 from __future__ import annotations
 
 import argparse
 import codecs
-import dataclasses
-import json
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from datetime import datetime
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from driver.cli import CliError
-from driver.client import AgentClient
-from driver.fanout import fan_out
-from driver.inventory import InventoryError, check_address, load_inventory
-from driver.types import Container, ContainerSpec, PortMapping, parse_size
-from shakedown.errors import (
-    AuthError,
-    DeadlineExceeded,
-    ImagePullError,
-    PolicyError,
-    ShakedownError,
-    Unavailable,
+from driver.cli.agentconn import call, connected, connection_parent, explain, one, report_failures
+from driver.cli.output import (
+    container_doc,
+    dumps,
+    jsonable,
+    log_record,
+    ports,
+    print_json,
+    size,
+    table,
 )
-from shakedown.keyring import KeyringError
-from shakedown.pkilayout import PkiLayoutError
+
+if TYPE_CHECKING:
+    from driver.client import AgentClient
+    from driver.types import Container, ContainerSpec
 
 DEFAULT_SESSION = "cli"
 
 
-# ---------------------------------------------------------------- connecting
-
-def _clients(args: argparse.Namespace, *, single: bool) -> dict[str, AgentClient]:
-    kw: dict[str, Any] = {"timeout": args.timeout}
-    try:
-        if args.target:
-            if args.inventory:
-                raise CliError("give either --inventory or --target, not both")
-            if reason := check_address(args.target):
-                raise CliError(f"--target: {reason}")
-            if not args.certs or not args.keys:
-                raise CliError("--target needs --certs DIR and --keys FILE")
-            client = AgentClient.from_certs_dir(
-                args.target, args.certs, args.keys, principal=args.principal,
-                server_name=args.server_name, **kw)
-            return {args.target: client}
-        if not args.inventory:
-            raise CliError("which agent? give --inventory FILE [--node NAME], or "
-                           "--target HOST:PORT --certs DIR --keys FILE")
-        inv = load_inventory(args.inventory)
-        names = args.node or None
-        if single and names is None and len(inv.nodes) > 1:
-            raise CliError(f"{args.inventory} has {len(inv.nodes)} nodes "
-                           f"({', '.join(inv.names)}): choose one with --node")
-        if single and names is not None and len(names) > 1:
-            raise CliError("this command acts on one node: give --node once")
-        return inv.clients(names, **kw)
-    except (InventoryError, KeyringError, PkiLayoutError, FileNotFoundError) as exc:
-        raise CliError(str(exc)) from None
-
-
-@contextmanager
-def _connected(args: argparse.Namespace, *, single: bool) -> Iterator[dict[str, AgentClient]]:
-    clients = _clients(args, single=single)
-    try:
-        yield clients
-    finally:
-        for c in clients.values():
-            c.close()
-
-
-def _one(clients: dict[str, AgentClient]) -> AgentClient:
-    return next(iter(clients.values()))
-
-
-_REASONS = (
-    ("connection refused", "connection refused"),
-    ("hostname verification", "the agent's certificate does not name this address "
-     "(pass --server-name / server_name = the agent's name)"),
-    ("handshake", "TLS handshake failed (wrong CA, certificate or --server-name?)"),
-    ("certificate", "TLS certificate problem (wrong CA or --server-name?)"),
-    ("dns resolution", "cannot resolve the host name"),
-    ("name resolution", "cannot resolve the host name"),
-    ("no route", "no route to host"),
-    ("timed out", "connection timed out"),
-)
-
-
-# `agent run`/`create`: the agent answered but could not pull the image (a registry
-# problem, not a dead agent: that one is 1 with "is unreachable").
-EXIT_PULL_FAILED = 3
-
-
-def explain(client: AgentClient, exc: ShakedownError, timeout: float | None = None) -> str:
-    """An actionable one-line message naming the agent and what went wrong."""
-    who = f"agent {client.describe()}"
-    if isinstance(exc, Unavailable):
-        low = exc.reason.lower()
-        reason = next((r for needle, r in _REASONS if needle in low), exc.reason)
-        return f"{who} is unreachable: {reason}"
-    if isinstance(exc, ImagePullError):
-        return f"{who} could not pull the image: {exc}"
-    if isinstance(exc, AuthError):
-        return f"{who} rejected our credentials: UNAUTHENTICATED: {exc}"
-    if isinstance(exc, PolicyError):
-        return f"{who} refused: PERMISSION_DENIED: {exc}"
-    if isinstance(exc, DeadlineExceeded):
-        limit = f" within {timeout:g} s" if timeout else ""
-        return f"{who} did not answer{limit} (raise --timeout?)"
-    return f"{who}: {type(exc).__name__}: {exc}"
-
-
-def _call(args: argparse.Namespace, client: AgentClient, fn: Callable[[], Any]) -> Any:
-    try:
-        return fn()
-    except ShakedownError as exc:
-        code = EXIT_PULL_FAILED if isinstance(exc, ImagePullError) else 1
-        raise CliError(explain(client, exc, args.timeout), exit_code=code) from None
-
-
-# ---------------------------------------------------------------- output
-
-def jsonable(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return value
-
-
-def print_json(value: Any) -> None:
-    print(json.dumps(jsonable(value), indent=2, sort_keys=True))
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    cells = [[str(h) for h in headers], *[[str(c) for c in row] for row in rows]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                     for r in cells)
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024:
-            return f"{n:g} {unit}"
-        n = round(n / 1024, 1)  # type: ignore[assignment]
-    return f"{n:g} TiB"
-
-
-def _ports(c: Container) -> str:
-    return ",".join(f"{p.host_ip or '127.0.0.1'}:{p.host_port}->{p.container_port}/{p.protocol}"
-                    for p in c.ports if p.host_port)
-
-
-def _pairs(values: Sequence[str] | None, flag: str) -> dict[str, str]:
+def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in values or ():
         key, sep, value = item.partition("=")
@@ -177,19 +48,12 @@ def _pairs(values: Sequence[str] | None, flag: str) -> dict[str, str]:
     return out
 
 
-def _report_failures(clients: dict[str, AgentClient], failed: dict[str, BaseException],
-                     timeout: float) -> int:
-    for name, exc in failed.items():
-        msg = (explain(clients[name], exc, timeout) if isinstance(exc, ShakedownError)
-               else f"agent {clients[name].describe()}: {exc}")
-        print(f"shakedown: {msg}", file=sys.stderr)
-    return 1 if failed else 0
-
-
 # ---------------------------------------------------------------- commands
 
 def cmd_info(args: argparse.Namespace) -> int:
-    with _connected(args, single=False) as clients:
+    from driver.fanout import fan_out
+
+    with connected(args, single=False) as clients:
         results = fan_out(clients, lambda c: c.node_info(), timeout=args.timeout + 5)
         infos = results.succeeded
         if args.json:
@@ -199,37 +63,57 @@ def cmd_info(args: argparse.Namespace) -> int:
             print(table(
                 ("NODE", "ADDRESS", "AGENT", "DOCKER", "OS/ARCH", "CPUS", "MEMORY", "PRINCIPAL"),
                 [(i.name or n, clients[n].address, i.agent_version, i.docker_version,
-                  f"{i.operating_system}/{i.architecture}", i.cpus, _size(i.memory_bytes),
+                  f"{i.operating_system}/{i.architecture}", i.cpus, size(i.memory_bytes),
                   f"{i.principal} ({i.role})") for n, i in infos.items()]))
-        return _report_failures(clients, results.failed, args.timeout)
+        return report_failures(clients, results.failed, args.timeout)
+
+
+def _full(client: AgentClient, summaries: list[Container]) -> list[Container]:
+    """Inspect each listed container: a list entry lacks pid, start time and argv."""
+    from shakedown.errors import NotFound
+
+    out = []
+    for c in summaries:
+        try:
+            out.append(client.inspect(c.id))
+        except NotFound:
+            continue  # removed between the list and the inspect
+    return out
 
 
 def cmd_ps(args: argparse.Namespace) -> int:
+    from driver.fanout import fan_out
+
     selector = list(args.label or ())
-    with _connected(args, single=False) as clients:
-        results = fan_out(clients, lambda c: c.list(selector, all=args.all,
-                                                    session=args.session or None),
-                          timeout=args.timeout + 5)
+
+    def listing(c: AgentClient) -> list[Container]:
+        found = c.list(selector, all=args.all, session=args.session or None)
+        return _full(c, found) if args.json else found
+
+    with connected(args, single=False) as clients:
+        results = fan_out(clients, listing, timeout=args.timeout + 5)
         found = [(n, c) for n, cs in results.succeeded.items() for c in cs]
         if args.json:
-            print_json([{"node": n, **jsonable(c)} for n, c in found])
+            print_json([container_doc(c, n) for n, c in found])
         else:
             print(table(("NODE", "ID", "NAME", "IMAGE", "STATE", "STATUS", "SESSION", "PORTS"),
                         [(c.node or n, c.short_id, c.name, c.image, c.state, c.status,
-                          c.session_id, _ports(c)) for n, c in found]))
-        return _report_failures(clients, results.failed, args.timeout)
+                          c.session_id, ports(c)) for n, c in found]))
+        return report_failures(clients, results.failed, args.timeout)
 
 
 def _spec(args: argparse.Namespace) -> ContainerSpec:
+    from driver.types import ContainerSpec, PortMapping, parse_size
+
     try:
-        ports = [PortMapping.parse(p) for p in args.publish or ()]
+        mapped = [PortMapping.parse(p) for p in args.publish or ()]
         memory = parse_size(args.memory) if args.memory else None
     except ValueError as exc:
         raise CliError(str(exc)) from None
     restart, _, retries = (args.restart or "").partition(":")
     return ContainerSpec(
         image=args.image, command=list(args.command), name=args.name or "",
-        env=_pairs(args.env, "-e"), labels=_pairs(args.label, "-l"), ports=ports,
+        env=_pairs(args.env, "-e"), labels=_pairs(args.label, "-l"), ports=mapped,
         cpus=args.cpus, memory=memory, restart=restart or None,
         restart_max_retries=int(retries) if retries.isdigit() else 0,
         network=args.network or "", user=args.user or "", working_dir=args.workdir or "",
@@ -240,33 +124,59 @@ def _spec(args: argparse.Namespace) -> ContainerSpec:
 def cmd_run(args: argparse.Namespace) -> int:
     if args.rm and not args.attach:
         raise CliError("--rm needs --attach (a detached container is left running)")
+    if args.ttl is not None and args.ttl < 1:
+        raise CliError(f"--ttl {args.ttl}: must be at least 1 second")
     spec = _spec(args)
-    with _connected(args, single=True) as clients:
-        client = _one(clients)
-        session = _call(args, client, lambda: client.open_session(
-            persistent=True, name=args.session, keepalive=False))
-        c = _call(args, client, lambda: client.run(spec, session=session.id))
-        if not args.attach:
-            if args.json:
-                print_json(c)
-            else:
-                print(c.id)
-            return 0
-        _stream_logs(args, client, c.id, follow=True, tail=0)
-        # The follow stream ends when the container exits, so this wait is short.
-        code = _call(args, client, lambda: client.wait(c.id, timeout=args.timeout))
-        if args.rm:
-            _call(args, client, lambda: client.remove(c.id, force=True))
-        return int(code)
+    reaped = args.ttl is not None
+    with connected(args, single=True) as clients:
+        client = one(clients)
+        session = call(args, client, lambda: client.open_session(
+            ttl=args.ttl or 0, persistent=not reaped,
+            name=args.session or ("" if reaped else DEFAULT_SESSION),
+            keepalive=reaped and args.attach))
+        try:
+            if session.session.persistent == reaped:
+                kind = "persistent" if session.session.persistent else "reaped"
+                raise CliError(f"--session {args.session}: that session is {kind}; "
+                               "choose another name")
+            c = call(args, client, lambda: client.run(spec, session=session.id))
+            if reaped:
+                print(f"shakedown: session {session.id} has a {args.ttl} s TTL: the agent "
+                      "removes the container once nothing keeps the session alive",
+                      file=sys.stderr)
+            if not args.attach:
+                if args.json:
+                    print_json(container_doc(c))
+                else:
+                    print(c.id)
+                return 0
+            _stream_logs(args, client, c.id, follow=True, tail=0)
+            # The follow stream ends when the container exits, so this wait is short.
+            code = call(args, client, lambda: client.wait(c.id, timeout=args.timeout))
+            if args.rm:
+                call(args, client, lambda: client.remove(c.id, force=True))
+            return int(code)
+        finally:
+            session.stop_keepalive()
 
 
 def _stream_logs(args: argparse.Namespace, client: AgentClient, container: str, *,
                  follow: bool, tail: int) -> None:
-    # One incremental decoder per stream: a chunk may end inside a UTF-8 character.
-    decoders = {s: codecs.getincrementaldecoder("utf-8")("replace") for s in ("stdout", "stderr")}
-    stream = client.logs(container, follow=follow, tail=tail,
+    from shakedown.errors import ShakedownError
+
+    as_json = bool(getattr(args, "json", False)) and args.agent_command == "logs"
+    stream = client.logs(container, follow=follow, tail=tail, timestamps=as_json,
                          timeout=None if follow else args.timeout)
     try:
+        if as_json:
+            from driver.types import log_lines
+
+            for line in log_lines(stream):
+                print(log_record(line.stream, line.text), flush=True)
+            return
+        # One incremental decoder per stream: a chunk may end inside a UTF-8 character.
+        decoders = {s: codecs.getincrementaldecoder("utf-8")("replace")
+                    for s in ("stdout", "stderr")}
         for chunk in stream:
             out = sys.stderr if chunk.stream == "stderr" else sys.stdout
             out.write(decoders[chunk.stream].decode(chunk.data))
@@ -278,37 +188,35 @@ def _stream_logs(args: argparse.Namespace, client: AgentClient, container: str, 
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    with _connected(args, single=True) as clients:
-        _stream_logs(args, _one(clients), args.container, follow=args.follow, tail=args.tail)
+    with connected(args, single=True) as clients:
+        _stream_logs(args, one(clients), args.container, follow=args.follow, tail=args.tail)
     return 0
 
 
-def _print_container(args: argparse.Namespace, c: Container) -> None:
-    if args.json:
-        print_json(c)
-    else:
-        print(c.id)
+def _acting(action: Callable[[argparse.Namespace, AgentClient], Container],
+            ) -> Callable[[argparse.Namespace], int]:
+    """A command that changes one container and prints it (its id, or JSON)."""
+    def run(args: argparse.Namespace) -> int:
+        with connected(args, single=True) as clients:
+            client = one(clients)
+            c = call(args, client, lambda: action(args, client))
+        print(dumps(container_doc(c)) if args.json else c.id)
+        return 0
+    return run
 
 
-def cmd_stop(args: argparse.Namespace) -> int:
-    with _connected(args, single=True) as clients:
-        client = _one(clients)
-        _print_container(args, _call(args, client, lambda: client.stop(args.container, args.t)))
-    return 0
-
-
-def cmd_kill(args: argparse.Namespace) -> int:
-    with _connected(args, single=True) as clients:
-        client = _one(clients)
-        _print_container(args, _call(args, client, lambda: client.kill(args.container, args.s)))
-    return 0
+cmd_stop = _acting(lambda a, c: c.stop(a.container, a.t))
+cmd_kill = _acting(lambda a, c: c.kill(a.container, a.s))
+cmd_pause = _acting(lambda a, c: c.pause(a.container))
+cmd_unpause = _acting(lambda a, c: c.unpause(a.container))
+cmd_restart = _acting(lambda a, c: c.restart(a.container, a.t))
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
-    with _connected(args, single=True) as clients:
-        client = _one(clients)
-        cid = _call(args, client, lambda: client.remove(args.container, force=args.force,
-                                                        volumes=args.volumes))
+    with connected(args, single=True) as clients:
+        client = one(clients)
+        cid = call(args, client, lambda: client.remove(args.container, force=args.force,
+                                                       volumes=args.volumes))
         if args.json:
             print_json({"id": cid})
         else:
@@ -317,18 +225,18 @@ def cmd_rm(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    with _connected(args, single=True) as clients:
-        client = _one(clients)
-        print_json(_call(args, client, lambda: client.inspect(args.container)))
+    with connected(args, single=True) as clients:
+        client = one(clients)
+        print_json(container_doc(call(args, client, lambda: client.inspect(args.container))))
     return 0
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
     if not args.command:
         raise CliError("exec: give the command to run after the container")
-    with _connected(args, single=True) as clients:
-        client = _one(clients)
-        res = _call(args, client, lambda: client.exec(
+    with connected(args, single=True) as clients:
+        client = one(clients)
+        res = call(args, client, lambda: client.exec(
             args.container, args.command, env=_pairs(args.env, "-e"),
             working_dir=args.workdir or "", user=args.user or "", timeout=args.timeout))
     if args.json:
@@ -341,25 +249,8 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- parsers
 
-def _connection_parent() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(add_help=False)
-    g = p.add_argument_group("agent selection")
-    g.add_argument("--inventory", type=Path, metavar="FILE", help="TOML inventory of agents")
-    g.add_argument("--node", action="append", metavar="NAME",
-                   help="inventory node to act on (repeatable for info/ps; default: all)")
-    g.add_argument("--target", metavar="HOST:PORT", help="one agent, without an inventory")
-    g.add_argument("--certs", type=Path, metavar="DIR", help="PKI dir for --target")
-    g.add_argument("--keys", type=Path, metavar="FILE", help="HMAC keyring for --target")
-    g.add_argument("--principal", default="driver", help="identity for --target (driver)")
-    g.add_argument("--server-name", help="TLS name to expect from the agent (--target)")
-    g.add_argument("--timeout", type=float, default=30.0, metavar="SECS",
-                   help="per-call deadline (default 30)")
-    g.add_argument("--json", action="store_true", help="machine-readable output")
-    return p
-
-
 def register(subparsers: Any) -> None:
-    conn = _connection_parent()
+    conn = connection_parent()
     agent = subparsers.add_parser("agent", help="talk to node agents",
                                   description=__doc__.splitlines()[0] if __doc__ else None)
     sub = agent.add_subparsers(dest="agent_command", metavar="COMMAND", required=True)
@@ -393,13 +284,17 @@ def register(subparsers: Any) -> None:
     p.add_argument("-w", "--workdir")
     p.add_argument("--pull", default="if-not-present", choices=("if-not-present", "always",
                                                                  "never"))
-    p.add_argument("--session", default=DEFAULT_SESSION, metavar="NAME",
-                   help=f"persistent session to own it (default {DEFAULT_SESSION!r})")
+    p.add_argument("--session", metavar="NAME",
+                   help=f"session to own it (default: the persistent {DEFAULT_SESSION!r}, "
+                   "never reaped; with --ttl a new anonymous one)")
+    p.add_argument("--ttl", type=int, metavar="SECS",
+                   help="own it by a reaped session: the agent removes it SECS after the "
+                   "last keep-alive (detached: after this command returns)")
     p.add_argument("--attach", action="store_true",
                    help="stream its output, wait, and exit with its exit code")
     p.add_argument("--rm", action="store_true", help="with --attach: remove it afterwards")
 
-    p = leaf("logs", cmd_logs, "print a container's output")
+    p = leaf("logs", cmd_logs, "print a container's output (--json: one JSON object a line)")
     p.add_argument("container")
     p.add_argument("-f", "--follow", action="store_true")
     p.add_argument("--tail", type=int, default=0, metavar="N", help="last N lines (0: all)")
@@ -408,9 +303,18 @@ def register(subparsers: Any) -> None:
     p.add_argument("container")
     p.add_argument("-t", "--time", dest="t", type=int, metavar="SECS")
 
+    p = leaf("restart", cmd_restart, "stop (SIGKILL after -t seconds) and start a container")
+    p.add_argument("container")
+    p.add_argument("-t", "--time", dest="t", type=int, metavar="SECS")
+
     p = leaf("kill", cmd_kill, "send a signal (default SIGKILL)")
     p.add_argument("container")
     p.add_argument("-s", "--signal", dest="s", default="", metavar="SIGNAL")
+
+    p = leaf("pause", cmd_pause, "freeze every process of a container (cgroup freezer)")
+    p.add_argument("container")
+    p = leaf("unpause", cmd_unpause, "thaw a paused container")
+    p.add_argument("container")
 
     p = leaf("rm", cmd_rm, "remove a container")
     p.add_argument("container")
@@ -426,4 +330,3 @@ def register(subparsers: Any) -> None:
 
     p = leaf("inspect", cmd_inspect, "a container's full state, as JSON")
     p.add_argument("container")
-

@@ -8,11 +8,20 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Any, TextIO, TypeVar
 
-from driver import pki
 from driver.cli import CliError
 from shakedown.pkilayout import ROLES, PkiDir, PkiLayoutError, check_name
+
+DEFAULT_DAYS = 365  # driver.pki.DEFAULT_DAYS (a test keeps them equal)
+
+
+def _pki() -> ModuleType:
+    # cryptography costs ~40 ms to import: only the commands that use it pay.
+    from driver import pki
+
+    return pki
 
 T = TypeVar("T")
 _AGENT_FORM = "expected NAME=HOST[,HOST...]"
@@ -24,7 +33,7 @@ def _user_errors(flag: str = "") -> Iterator[None]:
     """Library errors become CliErrors, prefixed with the flag they came from."""
     try:
         yield
-    except (pki.PkiError, PkiLayoutError) as exc:
+    except (_pki().PkiError, PkiLayoutError) as exc:
         raise CliError(f"{flag}: {exc}" if flag else str(exc)) from None
 
 
@@ -41,7 +50,7 @@ def parse_agent(value: str) -> tuple[str, list[str]]:
     with _user_errors(flag):
         check_name("agent", name)
         for host in hosts:
-            pki.parse_host(host)
+            _pki().parse_host(host)
     return name, hosts
 
 
@@ -72,7 +81,7 @@ def _collect(values: Sequence[str] | None, parse: Callable[[str], tuple[str, T]]
 
 
 def _summary(path: Path) -> str:
-    info = pki.inspect(path)
+    info = _pki().inspect(path)
     sans = ", ".join(str(s) for s in info["sans"])
     return f"{path}  SANs: {sans}  expires {str(info['not_after'])[:10]}"
 
@@ -82,19 +91,19 @@ def cmd_init(args: argparse.Namespace) -> int:
     principals = _collect(args.principal, parse_principal, "--principal") or {"driver": "admin"}
     days = _days(args)
     with _user_errors():
-        layout = pki.init_pki(args.dir, agents, principals, days=days,
+        layout = _pki().init_pki(args.dir, agents, principals, days=days,
                               force=args.force)
     next_cmd = f"shakedown keys init {layout.root / 'keys.json'}"
     # After --force, leftovers signed by the old CA would fail every handshake.
-    stale = [c["file"] for c in pki.inspect(layout.root)["certificates"]
+    stale = [c["file"] for c in _pki().inspect(layout.root)["certificates"]
              if c.get("issued_by_ca") is False]
     if args.json:
         doc = {
             "dir": str(layout.root),
             "ca": {"cert": str(layout.ca_cert), "key": str(layout.ca_key),
-                   **_pick(pki.inspect(layout.ca_cert), "subject", "not_after")},
+                   **_pick(_pki().inspect(layout.ca_cert), "subject", "not_after")},
             "agents": {n: {"cert": str(layout.agent_cert(n)), "key": str(layout.agent_key(n)),
-                           **_pick(pki.inspect(layout.agent_cert(n)), "sans")}
+                           **_pick(_pki().inspect(layout.agent_cert(n)), "sans")}
                        for n in agents},
             "clients": {p: {"cert": str(layout.client_cert(p)), "key": str(layout.client_key(p)),
                             "role": r} for p, r in principals.items()},
@@ -104,7 +113,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         }
         print(json.dumps(doc, indent=2))
         return 0
-    ca = pki.inspect(layout.ca_cert)
+    ca = _pki().inspect(layout.ca_cert)
     print(f"CA          {layout.ca_cert}  ({ca['subject']}, expires {str(ca['not_after'])[:10]})")
     print(f"            {layout.ca_key}  (0600, keep it private)")
     for name in agents:
@@ -128,23 +137,25 @@ def cmd_issue(args: argparse.Namespace) -> int:
     if args.agent is not None:
         name, hosts = parse_agent(args.agent)
         with _user_errors(f"--agent {args.agent}"):
-            cert, _ = pki.issue_agent(args.dir, name, hosts, days=days)
+            cert, _ = _pki().issue_agent(args.dir, name, hosts, days=days)
         print(f"agent {name}  {_summary(cert)}")
         return 0
     principal, role = parse_principal(args.principal)
     with _user_errors(f"--principal {args.principal}"):
-        cert, _ = pki.issue_client(args.dir, principal, role, days=days)
+        cert, _ = _pki().issue_client(args.dir, principal, role, days=days)
     print(f"client {principal} ({role})  {cert}")
     print(f"principals  {layout.principals} (agents reload it on restart)")
     return 0
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
+    if args.reason not in _pki().REASONS:
+        raise CliError(f"--reason {args.reason}: choose from {', '.join(_pki().REASONS)}")
     with _user_errors():
-        cert = pki.cert_for_name(args.dir, args.name)
-        serial = str(pki.inspect(cert)["serial"])
+        cert = _pki().cert_for_name(args.dir, args.name)
+        serial = str(_pki().inspect(cert)["serial"])
         before = _listed(PkiDir(Path(args.dir)).crl, serial)
-        crl_path = pki.revoke(args.dir, args.name, reason=args.reason)
+        crl_path = _pki().revoke(args.dir, args.name, reason=args.reason)
     state = "already revoked" if before else "revoked"
     print(f"{state} {cert.name} serial {serial} -> {crl_path}")
     return 0
@@ -153,13 +164,13 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 def _listed(crl_path: Path, serial: str) -> bool:
     if not crl_path.exists():
         return False
-    revoked = pki.inspect(crl_path)["revoked"]
+    revoked = _pki().inspect(crl_path)["revoked"]
     return any(r["serial"] == serial for r in revoked)
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     with _user_errors():
-        info = pki.inspect(args.path)
+        info = _pki().inspect(args.path)
     if args.json:
         print(json.dumps(info, indent=2))
     else:
@@ -212,7 +223,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="an agent's server certificate (repeatable)")
     p.add_argument("--principal", action="append", metavar="NAME:ROLE",
                    help="a client certificate + allow-list entry (default driver:admin)")
-    p.add_argument("--days", type=int, default=pki.DEFAULT_DAYS)
+    p.add_argument("--days", type=int, default=DEFAULT_DAYS)
     p.add_argument("--force", action="store_true", help="replace an existing CA")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_init)
@@ -222,13 +233,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--agent", metavar="NAME=HOST[,HOST...]")
     which.add_argument("--principal", metavar="NAME:ROLE")
-    p.add_argument("--days", type=int, default=pki.DEFAULT_DAYS)
+    p.add_argument("--days", type=int, default=DEFAULT_DAYS)
     p.set_defaults(func=cmd_issue)
 
     p = sub.add_parser("revoke", help="add a certificate to DIR/crl.pem")
     p.add_argument("dir", metavar="DIR", type=Path)
     p.add_argument("name", metavar="NAME", help="principal (client-NAME.crt) or agent name")
-    p.add_argument("--reason", default="unspecified", choices=pki.REASONS)
+    p.add_argument("--reason", default="unspecified",
+                   help="an RFC 5280 reason: unspecified, key_compromise, superseded, ...")
     p.set_defaults(func=cmd_revoke)
 
     p = sub.add_parser("inspect", help="describe a certificate, a CRL or a PKI directory")

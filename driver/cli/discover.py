@@ -180,7 +180,7 @@ def run_watch(args: argparse.Namespace) -> int:
     try:
         w = watch(args.etcd, args.domain, args.service, proto=args.proto, prefix=args.prefix)
     except Exception as exc:
-        raise CliError(f"cannot watch {args.etcd}: {exc}") from None
+        raise CliError(f"cannot watch {args.etcd}: {exc}", exit_code=1) from None
     signal.signal(signal.SIGTERM, lambda *_: w.cancel())
     with w:
         try:

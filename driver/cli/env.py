@@ -47,7 +47,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         run_create,
         json_out=True,
     )
-    create.add_argument("--nodes", type=int, default=3, help="agents to run (default 3)")
+    create.add_argument(
+        "--nodes",
+        type=int,
+        help="agents to run (default 3); an existing environment keeps its size: to change "
+        "it, `env destroy` it first",
+    )
     create.add_argument(
         "--inventory",
         type=Path,
@@ -72,6 +77,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     logs = add("logs", "print a component's log (or list the logs)", run_logs)
     logs.add_argument("component", nargs="?", help="etcd, coredns, or an agent's node name")
     logs.add_argument("--tail", type=int, default=0, help="only the last N lines")
+    logs.add_argument(
+        "-f", "--follow", action="store_true", help="keep printing what is appended (Ctrl-C ends)"
+    )
     test = add(
         "test",
         "run the bundled suites against the environment; reports in reports/",
@@ -134,14 +142,23 @@ def _status_table(st: Any) -> str:
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(f"{v:<{w}}" for v, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    verdict = "healthy" if st.healthy else "UNHEALTHY"
-    head = f"environment {st.name} ({st.kind}, {st.root}): {verdict}"
+    head = f"environment {st.name} ({st.kind}, {st.root}): {st.verdict}"
     return "\n".join([head, *lines, *(f"! {p}" for p in st.problems())])
 
 
 def run_create(args: argparse.Namespace) -> int:
     from driver.env import EnvError, Environment
+    from driver.env.environment import MAX_NODES
+    from driver.env.state import check_name
 
+    try:  # usage errors (2) before anything is touched
+        check_name(args.name)
+    except EnvError as exc:
+        raise CliError(str(exc)) from None
+    if args.nodes is not None and not 1 <= args.nodes <= MAX_NODES:
+        raise CliError(f"--nodes {args.nodes}: must be between 1 and {MAX_NODES}")
+    if args.nodes is not None and args.inventory:
+        raise CliError("--nodes: not with --inventory (the inventory names the nodes)")
     try:
         with _progress(not args.json) as progress:
             if args.inventory:
@@ -262,10 +279,32 @@ def run_logs(args: argparse.Namespace) -> int:
     except EnvError as exc:
         raise CliError(str(exc)) from None
     if not path.exists():
-        raise CliError(f"{path}: no log yet")
-    lines = path.read_text(errors="replace").splitlines()
-    print("\n".join(lines[-args.tail :] if args.tail else lines))
+        raise CliError(f"{path}: no log yet", exit_code=1)
+    with path.open("rb") as f:
+        lines = f.read().decode("utf-8", "replace").splitlines()
+        shown = lines[-args.tail :] if args.tail else lines
+        if shown:
+            print("\n".join(shown), flush=True)
+        if args.follow:
+            _follow(f)
     return 0
+
+
+FOLLOW_POLL_S = 0.25  # how often `logs -f` looks for appended lines
+
+
+def _follow(f: Any) -> None:
+    """Print what is appended to an open log, like `tail -f`, until interrupted."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    while True:
+        chunk = f.read(65536)
+        if chunk:
+            sys.stdout.write(decoder.decode(chunk))
+            sys.stdout.flush()
+        else:
+            time.sleep(FOLLOW_POLL_S)  # a file has no change notification we can rely on
 
 
 def run_test(args: argparse.Namespace) -> int:

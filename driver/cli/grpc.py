@@ -43,18 +43,26 @@ def _headers(values: list[str]) -> list[tuple[str, str]]:
 
 
 def _client(args: argparse.Namespace) -> Any:
+    from driver import agentname
     from driver.dynamic import DynamicClient
     from driver.dynamic.signing import agent_signer
 
+    tls = _tls(args)
     signer = None
     if args.keys:
         from shakedown.keyring import KeyringError
 
+        name = agentname.choose(args.agent_name, None)
+        if name is None and (tls is None or tls.cert is None or tls.key is None):
+            raise CliError("--keys without a client certificate: give --agent-name NAME")
+        audience = agentname.Audience(name, lambda: agentname.peer_name(
+            args.target, ca=tls.ca, cert=tls.cert, key=tls.key, server_name=tls.server_name,
+            timeout=args.timeout))
         try:
-            signer = agent_signer(args.keys, args.principal)
+            signer = agent_signer(args.keys, args.principal, audience=audience)
         except KeyringError as exc:
             raise CliError(f"--keys: {exc}") from None
-    return DynamicClient(args.target, _tls(args), signer, metadata=_headers(args.header),
+    return DynamicClient(args.target, tls, signer, metadata=_headers(args.header),
                          timeout=args.timeout)
 
 
@@ -119,6 +127,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         q.add_argument("--server-name", help="TLS name to verify instead of the target's host")
         q.add_argument("--plaintext", action="store_true", help="no TLS")
         q.add_argument("--keys", type=Path, help="sign every call with this Shakedown keyring")
+        q.add_argument("--agent-name", help="the agent's name the signatures are for "
+                       "(default: its certificate's CN)")
         q.add_argument("--principal", default="driver",
                        help="client certificate and signing key to use (default driver)")
         q.add_argument("-H", "--header", action="append", default=[], metavar="KEY:VALUE",

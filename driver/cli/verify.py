@@ -11,28 +11,54 @@ from driver.cli import CliError
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
-        "verify", help="verify authentication (and, later, discovery) of a system"
+        "verify", help="verify the authentication or the discovery of a system"
     )
     vsub = parser.add_subparsers(dest="verify_command", metavar="WHAT", required=True)
     auth = vsub.add_parser(
         "auth",
         help="run the authentication matrix against a gRPC endpoint",
         description="Checks that TARGET rejects every bad credential: plaintext, no or foreign or "
-        "expired or revoked client certificates, principals off the allow-list or with the wrong "
-        "role and, with --keys, unsigned, mis-signed, tampered, stale and replayed calls. "
-        "Exit status: 0 all as expected, 1 a case that should be rejected was accepted, "
-        "2 the valid control call failed (results inconclusive).",
+        "expired or revoked client certificates, principals off the allow-list and, against a "
+        "Shakedown agent, the wrong role and (with --keys) unsigned, mis-signed, tampered, stale "
+        "and replayed calls. Each case calls one probe method the server really serves: --method "
+        "if given, else one found through server reflection (unary, empty request, not named like "
+        "a change), else the health service if served. A case is 'rejected' only on a TLS "
+        "refusal, UNAUTHENTICATED or PERMISSION_DENIED; 'accepted' on OK or an error from the "
+        "method itself; anything else (UNIMPLEMENTED, UNAVAILABLE after a good handshake, "
+        "deadlines) is 'inconclusive'. Role and HMAC cases are 'not applicable' where no "
+        "Shakedown agent service is served. "
+        "Exit status: 0 every case as expected (not applicable and skipped allowed), "
+        "1 a case that should be rejected was accepted, 2 inconclusive only: some case proved "
+        "nothing, or the valid control call was not accepted (also 2: a usage error).",
     )
     auth.add_argument("--target", required=True, metavar="HOST:PORT")
     auth.add_argument("--certs", required=True, metavar="DIR", help="PKI directory (certs init)")
     auth.add_argument("--keys", metavar="FILE", help="HMAC keyring: also run the signature cases")
     auth.add_argument("--principal", default="driver", help="the valid identity (default driver)")
+    auth.add_argument("--agent-name", metavar="NAME",
+                      help="the agent's name, which HMAC v2 signatures are bound to "
+                           "(default: the CN of its certificate)")
     auth.add_argument("--server-name", metavar="NAME", help="TLS name to expect from the server")
     auth.add_argument(
         "--crl", metavar="FILE", help="CRL listing a revoked client cert (default DIR/crl.pem)"
     )
+    auth.add_argument(
+        "--method",
+        metavar="/PKG.SVC/METHOD",
+        help="the unary method to probe (default: found through reflection)",
+    )
+    auth.add_argument(
+        "--data",
+        metavar="JSON",
+        help="the probe's request as JSON (protobuf JSON mapping; needs --method and reflection)",
+    )
     auth.add_argument("--timeout", type=float, default=5.0, help="per-call deadline, seconds")
-    auth.add_argument("--json", action="store_true", help="machine-readable output")
+    auth.add_argument(
+        "--json",
+        action="store_true",
+        help="machine-readable output: every case with its expectation, verdict, result, "
+        "status code, reason and the method called",
+    )
     auth.set_defaults(func=run_auth)
 
     disc = vsub.add_parser(
@@ -77,8 +103,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run_auth(args: argparse.Namespace) -> int:
-    from driver.verify.auth import render_table, verify_auth
+    from driver.verify.auth import verify_auth
+    from driver.verify.authreport import render_table
 
+    host, sep, port = args.target.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise CliError(f"--target {args.target!r}: expected HOST:PORT")
     certs = Path(args.certs)
     for flag, path in (
         ("--certs", certs),
@@ -92,20 +122,33 @@ def run_auth(args: argparse.Namespace) -> int:
         raise CliError(
             f"--principal {args.principal}: no {client_cert} (see `shakedown certs issue`)"
         )
-    report = verify_auth(
-        args.target,
-        certs,
-        args.keys,
-        principal=args.principal,
-        server_name=args.server_name,
-        crl=args.crl,
-        timeout=args.timeout,
-    )
+    data = None
+    if args.data is not None:
+        try:
+            data = json.loads(args.data)
+        except json.JSONDecodeError as exc:
+            raise CliError(f"--data: not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise CliError("--data: must be a JSON object (the request message)")
+    if args.timeout <= 0:
+        raise CliError(f"--timeout {args.timeout:g}: must be > 0")
+    try:
+        report = verify_auth(
+            args.target,
+            certs,
+            args.keys,
+            principal=args.principal,
+            server_name=args.server_name,
+            crl=args.crl,
+            timeout=args.timeout,
+            method=args.method,
+            data=data,
+            agent_name=args.agent_name,
+        )
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     print(json.dumps(report.to_json(), indent=2) if args.json else render_table(report))
-    if report.accepted_negatives:
-        return 1
-    control = report.cases[0]
-    return 2 if control.verdict == "FAIL" else (0 if report.ok else 1)
+    return report.exit_code
 
 
 def run_discovery(args: argparse.Namespace) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from driver.dynamic.client import BodySigner
@@ -10,11 +10,17 @@ from shakedown import keyring, signing
 
 
 def agent_signer(keys: str | Path, principal: str = "driver",
-                 key_id: str | None = None) -> BodySigner:
-    """Signs (method, exact body bytes) with the principal's newest active key."""
+                 key_id: str | None = None, *,
+                 audience: str | Callable[[], str]) -> BodySigner:
+    """Signs (method, exact body bytes) with the principal's newest active key, for the
+    agent named ``audience`` (HMAC v2; a callable is asked on each call, e.g. an
+    ``agentname.Audience``)."""
     key = keyring.load(keys).signing_key(principal, key_id)
+    if isinstance(audience, str):
+        signing.check_audience(audience)
 
     def sign(method: str, body: bytes) -> Sequence[tuple[str, str]]:
-        return signing.sign(key.id, key.secret, method, body).metadata()
+        name = audience if isinstance(audience, str) else audience()
+        return signing.sign(key.id, key.secret, method, body, audience=name).metadata()
 
     return sign

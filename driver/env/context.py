@@ -23,7 +23,7 @@ import secrets
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,7 +103,8 @@ class TestContext:
 
     __test__ = False  # not a pytest test class, despite the name
 
-    def __init__(self, host: ContextHost, name: str, ttl: int) -> None:
+    def __init__(self, host: ContextHost, name: str, ttl: int,
+                 nodes: Collection[str] | None = None) -> None:
         self.host = host
         self.name = name
         self.ttl = ttl
@@ -113,7 +114,9 @@ class TestContext:
             ENV_LABEL: host.name,
             RUN_LABEL: host.run_id,
         }
-        self.clients: dict[str, AgentClient] = host.clients()
+        # `nodes` narrows the context (the pytest plugin leaves out nodes that are down).
+        self.clients: dict[str, AgentClient] = {
+            n: c for n, c in host.clients().items() if nodes is None or n in nodes}
         self.sessions: dict[str, SessionHandle] = {}
         self.temp_dir = host.temp_root / self.id
         self.opened = self.closed = False
@@ -238,9 +241,10 @@ class TestContext:
 
 
 @contextmanager
-def open_context(env: Any, name: str = "", *, ttl: int = 30) -> Iterator[TestContext]:
+def open_context(env: Any, name: str = "", *, ttl: int = 30,
+                 nodes: Collection[str] | None = None) -> Iterator[TestContext]:
     """`with open_context(env, "name") as ctx:` (what `Environment.context()` calls)."""
-    with TestContext(as_host(env), name, ttl) as ctx:
+    with TestContext(as_host(env), name, ttl, nodes) as ctx:
         yield ctx
 
 

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from driver.env import local
 from driver.env.state import (
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from driver.env.context import TestContext
 
 Progress = Callable[[str], None]
+DEFAULT_NODES, MAX_NODES = 3, 32
 ZONE_SUFFIX = "shakedown.test"
 
 
@@ -58,17 +59,29 @@ class Environment:
 
     @classmethod
     def create(
-        cls, name: str, *, nodes: int = 3, base: Path | None = None, progress: Progress = _quiet
+        cls, name: str, *, nodes: int | None = None, base: Path | None = None,
+        progress: Progress = _quiet,
     ) -> Environment:
-        """Create and start a local environment; if it exists, heal it instead."""
+        """Create and start a local environment (3 nodes by default); if it exists, heal it.
+
+        An existing environment of another size is refused rather than resized: the
+        nodes' PKI, keyring and inventory are fixed when it is created.
+        """
         paths = EnvPaths((base or default_base()) / check_name(name))
         if paths.state.exists():
             env = cls.load(name, base=base)
+            have = len(env.state.agents())
+            if nodes is not None and nodes != have and env.state.kind == "local":
+                raise EnvError(
+                    f"environment {name} exists with {have} node(s), not {nodes}; to change "
+                    f"its size, destroy it first (`shakedown env destroy {name}`), then "
+                    f"`shakedown env create {name} --nodes {nodes}`")
             progress(f"environment {name} exists; starting what is down")
             env.start(progress)
             return env
-        if not 1 <= nodes <= 32:
-            raise EnvError(f"--nodes {nodes}: must be between 1 and 32")
+        nodes = DEFAULT_NODES if nodes is None else nodes
+        if not 1 <= nodes <= MAX_NODES:
+            raise EnvError(f"--nodes {nodes}: must be between 1 and {MAX_NODES}")
         paths.make()
         state = new_state(name, "local", f"{name}.{ZONE_SUFFIX}")
         progress(f"writing config: PKI, keyring, inventory for {nodes} node(s)")
@@ -139,7 +152,7 @@ class Environment:
                 local.stop_component(comp)
                 stopped.append(comp.name)
             else:
-                comp.process = None
+                comp.process, comp.stopped = None, True
             save_state(self.paths, self.state)
         self._reset_clients()
         return stopped
@@ -221,7 +234,7 @@ class Environment:
 
 
 def remove_docker_resources(nodes: list[str]) -> int:
-    """Containers and networks labelled with these nodes: this environment's, nobody else's."""
+    """Containers, networks (by label) and dead claim volumes of these nodes: nobody else's."""
     import docker
 
     try:
@@ -238,9 +251,34 @@ def remove_docker_resources(nodes: list[str]) -> int:
             for n in client.networks.list(filters=selector):
                 n.remove()
                 removed += 1
+            removed += _remove_dead_claim(client, node)
     finally:
         client.close()
     return removed
+
+
+def _remove_dead_claim(client: Any, node: str) -> int:
+    """A SIGKILLed agent leaves its engine claim volume: remove it, unless a live agent holds it."""
+    import socket
+
+    import docker
+
+    from agent.claim import CLAIM, Holder, holder_alive, volume_name
+
+    try:
+        volume = client.volumes.get(volume_name(node))
+    except docker.errors.NotFound:
+        return 0
+    labels = dict(volume.attrs.get("Labels") or {})
+    if labels.get(CLAIM) != node:
+        return 0  # not a claim of ours, whatever its name says
+    if holder_alive(Holder.from_labels(labels), node, this_host=socket.gethostname()):
+        return 0
+    try:
+        volume.remove(force=True)
+    except docker.errors.NotFound:
+        return 0
+    return 1
 
 
 __all__ = ["EnvError", "EnvNotFound", "Environment", "remove_docker_resources"]

@@ -61,6 +61,11 @@ def plan(paths: EnvPaths, state: EnvState, nodes: int) -> None:
 
 
 def start_component(paths: EnvPaths, state: EnvState, comp: Component) -> None:
+    _start(paths, state, comp)
+    comp.stopped = False
+
+
+def _start(paths: EnvPaths, state: EnvState, comp: Component) -> None:
     if comp.kind == "etcd":
         server = EtcdServer.start(
             paths.data / "etcd",
@@ -165,5 +170,5 @@ def is_running(comp: Component) -> bool:
 def stop_component(comp: Component) -> bool:
     proc = comp.managed()
     stopped = bool(proc and proc.stop(timeout=15))
-    comp.process = None
+    comp.process, comp.stopped = None, True
     return stopped

@@ -112,6 +112,7 @@ class Component:
     process: dict[str, Any] | None = None  # ManagedProcess.to_dict()
     version: str = ""
     node: str = ""  # agents: the node name (also its io.shakedown.node label)
+    stopped: bool = False  # stopped on purpose (`env stop`), not crashed: status says so
 
     def managed(self) -> ManagedProcess | None:
         return ManagedProcess.from_dict(self.process) if self.process else None

@@ -27,7 +27,7 @@ CPU_SAMPLE_S = 0.2  # the interval CPU percent is measured over
 class ComponentStatus:
     name: str
     kind: str
-    state: str  # running | unhealthy | down | remote
+    state: str  # running | unhealthy | down | stopped (by `env stop`) | remote
     address: str = ""
     pid: int | None = None
     detail: str = ""
@@ -57,11 +57,22 @@ class EnvStatus:
     def healthy(self) -> bool:
         return all(c.ok for c in self.components)
 
+    @property
+    def stopped(self) -> bool:
+        """Everything was stopped on purpose: not broken, just not running."""
+        return bool(self.components) and all(c.state == "stopped" for c in self.components)
+
+    @property
+    def verdict(self) -> str:
+        return "healthy" if self.healthy else "stopped" if self.stopped else "UNHEALTHY"
+
     def problems(self) -> list[str]:
+        if self.stopped:
+            return [f"stopped; start it with `shakedown env start {self.name}`"]
         return [f"{c.name} is {c.state}: {c.detail}" for c in self.components if not c.ok]
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "healthy": self.healthy}
+        return {**asdict(self), "healthy": self.healthy, "verdict": self.verdict.lower()}
 
 
 def _address(comp: Component) -> str:
@@ -108,10 +119,9 @@ def agent_status(node: NodeConfig, status: ComponentStatus) -> None:
         reason = exc.reason
         if "connect" in reason.lower() or "unavailable" in reason.lower():
             reason = f"connection refused on {node.address}"
+        # The reason only: problems() already says "<component> is down".
         status.state = "down"
-        status.detail = f"agent {node.name} is down: {reason}" + (
-            f" (see {status.log})" if status.log else ""
-        )
+        status.detail = reason + (f" (see {status.log})" if status.log else "")
 
 
 def collect(paths: EnvPaths, state: EnvState) -> EnvStatus:
@@ -133,9 +143,12 @@ def collect(paths: EnvPaths, state: EnvState) -> EnvStatus:
             log=_rel(paths.log(comp.name), paths.root),
         )
         proc = comp.managed()
-        if proc is None or not proc.alive():
+        if proc is None and comp.stopped:
+            st.state = "stopped"
+            st.detail = f"stopped by `shakedown env stop`; `shakedown env start {state.name}`"
+        elif proc is None or not proc.alive():
             st.state = "down"
-            st.detail = _down_detail(comp, proc.pid if proc else None, st)
+            st.detail = _down_detail(proc.pid if proc else None, st)
         else:
             st.pid = proc.pid
             try:
@@ -164,23 +177,22 @@ def collect(paths: EnvPaths, state: EnvState) -> EnvStatus:
     return out
 
 
-def _down_detail(comp: Component, pid: int | None, st: ComponentStatus) -> str:
-    """E.g. "agent n2 is down: connection refused on 127.0.0.1:7702 (see logs/agent-n2.log)"."""
+def _down_detail(pid: int | None, st: ComponentStatus) -> str:
+    """E.g. "connection refused on 127.0.0.1:7702 (see logs/agent-n2.log)"."""
     from driver.verify.probes import tcp_connect
 
-    who = f"agent {comp.node}" if comp.kind == "agent" else comp.kind
     why = "it was never started" if pid is None else f"process {pid} is gone"
     if st.address:
         host, _, port = st.address.rpartition(":")
         refused = tcp_connect(host, int(port), 0.5)
         if refused:
             why = f"{refused} on {st.address}"
-    return f"{who} is down: {why} (see {st.log})"
+    return f"{why} (see {st.log})"
 
 
 def _probe(out: EnvStatus, state: EnvState, nodes: dict[str, NodeConfig]) -> None:
     def check(st: ComponentStatus) -> None:
-        if st.state == "down":
+        if st.state in ("down", "stopped"):
             return
         comp = state.components.get(st.name)
         if st.kind == "etcd" and comp is not None:

@@ -6,8 +6,9 @@
 
 A subprocess, so a crashing test cannot take the caller down, and so the
 environment is reached exactly as any other process would: by name, from disk.
-The run is isolated from whatever project it is started in: `-c /dev/null`
-(no ini file, no addopts), `--rootdir`/`--confcutdir` at the suites directory
+The run is isolated from whatever project it is started in: `-c <reports>/pytest.ini`,
+an empty config written for the run (no project ini, no addopts; the header names
+it truthfully), `--rootdir`/`--confcutdir` at the suites directory
 (no conftest.py from above it), no cache dir, cwd = the suites directory
 (so test ids print as `test_basic_workflow.py::...`; it holds no ini or conftest).
 """
@@ -29,6 +30,12 @@ from driver.suites import SUITES_DIR, known_suites
 
 PLUGIN_ENTRY_POINT = "shakedown"
 PLUGIN_MODULE = "driver.pytest_plugin"
+RUN_CONFIG = "pytest.ini"
+RUN_CONFIG_TEXT = """\
+# Written by `shakedown env test` for this run: the bundled suites run with no other
+# pytest config (no project ini or addopts); every option is on the command line.
+[pytest]
+"""
 
 
 @dataclass
@@ -78,7 +85,8 @@ def build_command(env_name: str, *, base: Path | None, suites: Sequence[str],
     cmd = [
         sys.executable, "-m", "pytest",
         *[str(SUITES_DIR / f"test_{s}.py") for s in suites],
-        "-c", os.devnull, "--rootdir", str(SUITES_DIR), "--confcutdir", str(SUITES_DIR),
+        "-c", str(reports_dir / RUN_CONFIG),
+        "--rootdir", str(SUITES_DIR), "--confcutdir", str(SUITES_DIR),
         "-p", "no:cacheprovider", *_plugin_args(), "-p", "driver.reports.summary",
         "--shakedown-env", env_name, "--shakedown-missing", "error",
         f"--junitxml={reports_dir / 'junit.xml'}", "-o", "junit_suite_name=shakedown",
@@ -118,6 +126,7 @@ def run_suites(
                                                           "pytest.log"))
     for stale in (junit, summary):
         stale.unlink(missing_ok=True)
+    (reports_dir / RUN_CONFIG).write_text(RUN_CONFIG_TEXT, encoding="utf-8")
     cmd = build_command(env_name, base=base, suites=chosen, keyword=keyword,
                         reports_dir=reports_dir, extra_args=extra_args)
     started, t0 = time.time(), time.monotonic()

@@ -21,14 +21,19 @@ from dataclasses import dataclass
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 SETTINGS_FRAME_TYPE = 4
+# gRPC core servers end a refused handshake without sending the alert.
+CLOSED_AFTER_TLS = "the server closed the connection after the TLS handshake, no alert"
 
 
 @dataclass(frozen=True, slots=True)
 class Handshake:
     # accepted: TLS done and the server spoke HTTP/2; refused: the server
-    # (or we) ended the handshake, `reason` says why; unreachable: no TCP.
+    # ended the handshake (or the connection), `reason` says why; untrusted:
+    # WE refused the server's certificate (says nothing about the server's
+    # checks); unreachable: no TCP.
     outcome: str
     reason: str
+    server_cn: str = ""  # the server certificate's CN, when the handshake got that far
 
 
 def _split(target: str) -> tuple[str, int]:
@@ -44,12 +49,22 @@ def _reason(exc: BaseException) -> str:
             if name.startswith(prefix):
                 return name.removeprefix(prefix).replace("_", " ").lower() + " (TLS alert)"
         if isinstance(exc, ssl.SSLCertVerificationError):
-            return f"server certificate not trusted: {exc.verify_message}"
+            return f"we do not trust the server certificate: {exc.verify_message}"
         if name:
             return name.replace("_", " ").lower()
     if isinstance(exc, ConnectionResetError | BrokenPipeError | EOFError):
         return "connection closed by the server during the handshake"
     return f"{type(exc).__name__}: {exc}"
+
+
+def _common_name(cert: object) -> str:
+    if not isinstance(cert, dict):
+        return ""
+    for rdn in cert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return ""
 
 
 def handshake(
@@ -83,11 +98,12 @@ def handshake(
             # Read before writing: a refusal is an alert followed by a close,
             # and bytes we sent after it make the server's kernel answer with
             # a reset that discards the unread alert.
+            cn = _common_name(tls.getpeercert())
             tls.settimeout(min(timeout, 1.0))
             try:
                 head = tls.recv(9)
                 if not head:
-                    return Handshake("refused", "connection closed by the server after TLS")
+                    return Handshake("refused", CLOSED_AFTER_TLS)
             except TimeoutError:  # a server that waits for the client preface
                 head = b""
                 tls.settimeout(timeout)
@@ -96,13 +112,15 @@ def handshake(
             while len(head) < 9:
                 chunk = tls.recv(9 - len(head))
                 if not chunk:
-                    return Handshake("refused", "connection closed by the server after TLS")
+                    return Handshake("refused", CLOSED_AFTER_TLS)
                 head += chunk
             if head[3] == SETTINGS_FRAME_TYPE:
-                return Handshake("accepted", "TLS and HTTP/2 accepted")
-            return Handshake("accepted", "TLS accepted (unexpected first HTTP/2 frame)")
+                return Handshake("accepted", "TLS and HTTP/2 accepted", cn)
+            return Handshake("accepted", "TLS accepted (unexpected first HTTP/2 frame)", cn)
     except TimeoutError:
         return Handshake("refused", f"no answer within {timeout:g}s")
+    except ssl.SSLCertVerificationError as exc:
+        return Handshake("untrusted", _reason(exc))
     except (ssl.SSLError, OSError) as exc:
         return Handshake("refused", _reason(exc))
     finally:

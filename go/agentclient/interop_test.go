@@ -31,7 +31,7 @@ import (
 	"github.com/shakedown-dev/shakedown/go/signing"
 )
 
-const runLabel = "io.shakedown.test-run"
+const runLabel = "dev.shakedown.test-run" // io.shakedown.* keys are the agent's own
 
 type agentProc struct {
 	name, addr, pki string

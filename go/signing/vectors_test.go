@@ -38,6 +38,15 @@ type vectorFile struct {
 		BodyHex  string            `json:"body_hex"`
 		Metadata map[string]string `json:"metadata"`
 	} `json:"verify"`
+	// v2: a valid signature is accepted only by the agent it names.
+	Audience []struct {
+		Name      string            `json:"name"`
+		Accept    bool              `json:"accept"`
+		AgentName string            `json:"agent_name"`
+		Method    string            `json:"method"`
+		BodyHex   string            `json:"body_hex"`
+		Metadata  map[string]string `json:"metadata"`
+	} `json:"audience"`
 	Malformed []struct {
 		Name  string  `json:"name"`
 		Field string  `json:"field"`
@@ -122,6 +131,25 @@ func check(t *testing.T, file string) {
 			}
 		})
 	}
+	if v.Scheme == signing.SchemeV2 && len(v.Audience) == 0 {
+		t.Fatalf("%s: no audience cases", file)
+	}
+	for _, c := range v.Audience {
+		t.Run("audience/"+c.Name, func(t *testing.T) {
+			get := func(k string) []string {
+				if val, ok := c.Metadata[k]; ok {
+					return []string{val}
+				}
+				return nil
+			}
+			h, err := signing.ParseHeaders(get, v.Scheme)
+			ok := err == nil && signing.Matches(v.Scheme, secret(t, v, h.KeyID), c.Method,
+				unhex(t, c.BodyHex), h) && h.Audience == c.AgentName
+			if ok != c.Accept {
+				t.Fatalf("accepted=%v by %q, want %v (parse error: %v)", ok, c.AgentName, c.Accept, err)
+			}
+		})
+	}
 	for _, c := range v.Malformed {
 		t.Run("malformed/"+c.Name, func(t *testing.T) {
 			good := v.Verify[0].Metadata
@@ -145,3 +173,5 @@ func check(t *testing.T, file string) {
 }
 
 func TestVectorsV1(t *testing.T) { check(t, "hmac-v1.json") }
+
+func TestVectorsV2(t *testing.T) { check(t, "hmac-v2.json") }

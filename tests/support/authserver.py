@@ -35,9 +35,20 @@ def _listening(port: int) -> bool:
 
 @contextmanager
 def auth_test_server(
-    certs: Path, agent: str, workdir: Path, *, allow: str = "driver", crl: Path | None = None
+    certs: Path,
+    agent: str,
+    workdir: Path,
+    *,
+    allow: str = "driver",
+    crl: Path | None = None,
+    deny_code: str = "permission_denied",
+    reflection: bool = True,
 ) -> Iterator[str]:
-    """Serve with agent-<agent>.crt as the server cert; yields HOST:PORT."""
+    """Serve with agent-<agent>.crt as the server cert; yields HOST:PORT.
+
+    deny_code: the status a CN off the allow-list gets (permission_denied or
+    unimplemented); reflection=False serves no reflection.
+    """
     port = free_port()
     argv = [
         str(build()),
@@ -46,7 +57,10 @@ def auth_test_server(
         "-cert", str(certs / f"agent-{agent}.crt"),
         "-key", str(certs / f"agent-{agent}.key"),
         "-allow", allow,
-    ]
+        "-deny-code", deny_code,
+    ]  # fmt: skip
+    if not reflection:
+        argv.append("-no-reflection")
     if crl is not None:
         argv += ["-crl", str(crl)]
     proc: ManagedProcess = spawn("authtestserver", argv, workdir / f"ats-{port}.log", detach=False)

@@ -4,7 +4,9 @@
 // reflection, grpc.testing.TestService (EmptyCall, UnaryCall), and NO health
 // service. -allow "" switches the allow-list off (any cert from the CA gets
 // in: the flaw verify must report); -crl makes the handshake refuse revoked
-// certificates.
+// certificates. -deny-code unimplemented makes the interceptor refuse with
+// UNIMPLEMENTED (servers that hide methods from strangers), -no-reflection
+// leaves reflection out.
 //
 // It prints "listening on HOST:PORT" on stdout once it serves.
 package main
@@ -46,7 +48,7 @@ func (testService) UnaryCall(_ context.Context, in *testpb.SimpleRequest) (*test
 	return &testpb.SimpleResponse{Payload: &testpb.Payload{Body: make([]byte, in.GetResponseSize())}}, nil
 }
 
-func allowList(allowed map[string]bool) grpc.UnaryServerInterceptor {
+func allowList(allowed map[string]bool, deny codes.Code) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 		p, ok := peer.FromContext(ctx)
 		if !ok {
@@ -58,7 +60,10 @@ func allowList(allowed map[string]bool) grpc.UnaryServerInterceptor {
 		}
 		cn := ti.State.PeerCertificates[0].Subject.CommonName
 		if !allowed[cn] {
-			return nil, status.Errorf(codes.PermissionDenied, "principal %q is not allowed", cn)
+			if deny == codes.Unimplemented {
+				return nil, status.Errorf(deny, "unknown method %s", info.FullMethod)
+			}
+			return nil, status.Errorf(deny, "principal %q is not allowed", cn)
 		}
 		return h(ctx, req)
 	}
@@ -93,8 +98,18 @@ func main() {
 	keyPath := flag.String("key", "", "server key (PEM)")
 	allow := flag.String("allow", "driver", "comma-separated client CNs allowed to call; empty: anyone with a CA cert")
 	crlPath := flag.String("crl", "", "CRL (PEM or DER): refuse listed client certificates in the handshake")
+	denyCode := flag.String("deny-code", "permission_denied", "status for a CN off the allow-list: permission_denied or unimplemented")
+	noReflection := flag.Bool("no-reflection", false, "do not serve server reflection")
 	flag.Parse()
 	log.SetFlags(0)
+	deny := codes.PermissionDenied
+	switch *denyCode {
+	case "permission_denied":
+	case "unimplemented":
+		deny = codes.Unimplemented
+	default:
+		log.Fatalf("-deny-code %q: want permission_denied or unimplemented", *denyCode)
+	}
 
 	caPEM, err := os.ReadFile(*caPath)
 	if err != nil {
@@ -140,11 +155,13 @@ func main() {
 		for _, cn := range strings.Split(*allow, ",") {
 			allowed[strings.TrimSpace(cn)] = true
 		}
-		opts = append(opts, grpc.UnaryInterceptor(allowList(allowed)))
+		opts = append(opts, grpc.UnaryInterceptor(allowList(allowed, deny)))
 	}
 	srv := grpc.NewServer(opts...)
 	testpb.RegisterTestServiceServer(srv, testService{})
-	reflection.Register(srv)
+	if !*noReflection {
+		reflection.Register(srv)
+	}
 	lis, err := net.Listen("tcp", *listen)
 	if err != nil {
 		log.Fatalf("-listen: %v", err)

@@ -1,0 +1,37 @@
+"""Ground truth about a workload, from the agents: what suites compare the system's word with."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from driver.adapters.base import SystemAdapter, Workload
+from driver.client import AgentClient
+from driver.types import Container
+from shakedown.errors import ShakedownError
+
+
+@dataclass(frozen=True)
+class Observed:
+    node: str
+    container: Container
+
+
+def observe(agents: Mapping[str, AgentClient], system: SystemAdapter,
+            workload: Workload) -> list[Observed]:
+    """Every container (running or not) the agents hold for workload, by its labels.
+    An unreachable agent contributes nothing: callers that need all nodes check nodes()."""
+    labels = system.container_labels(workload)
+    out: list[Observed] = []
+    for node, client in sorted(agents.items()):
+        try:
+            found = client.list(labels, all=True)
+        except ShakedownError:
+            continue
+        out += [Observed(node, c) for c in found]
+    return out
+
+
+def running(agents: Mapping[str, AgentClient], system: SystemAdapter,
+            workload: Workload) -> list[Observed]:
+    return [o for o in observe(agents, system, workload) if o.container.running]
