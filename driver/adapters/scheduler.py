@@ -22,6 +22,7 @@ from driver.dynamic import DynamicClient, Tls
 from shakedown.errors import NotFound, Unavailable
 
 SERVICE = "scheduler.v1.Scheduler"
+ETCD_PREFIX = "/shakedown-scheduler"  # examples/scheduler/internal/store
 DISCOVERY_NAME = "scheduler"
 # The scheduler's label convention (examples/scheduler/internal/labels).
 MANAGED_LABEL = "dev.shakedown.scheduler.managed"
@@ -36,13 +37,20 @@ class SchedulerAdapter:
     name = "reference-scheduler"
 
     def __init__(self, endpoints: Callable[[bool], list[str]], tls: Tls,
-                 *, timeout: float = 10.0) -> None:
-        """endpoints(fresh) -> HOST:PORT of the replicas, in the order to try."""
+                 *, timeout: float = 10.0, etcd: str | None = None,
+                 etcd_prefix: str = ETCD_PREFIX) -> None:
+        """endpoints(fresh) -> HOST:PORT of the replicas, in the order to try; etcd (a URL),
+        when given, lets ``stored`` read the scheduler's desired state directly."""
         self._endpoints = endpoints
+        self._etcd, self._etcd_prefix = etcd, etcd_prefix.rstrip("/")
         self._tls = tls
         self._timeout = timeout
         self._clients: dict[str, DynamicClient] = {}
         self._lock = threading.Lock()
+
+    def endpoints(self) -> builtins.list[str]:
+        """HOST:PORT of every replica discovery knows now."""
+        return self._endpoints(True)
 
     # ------------------------------------------------------------ plumbing
 
@@ -102,6 +110,22 @@ class SchedulerAdapter:
                 and len(seen.replicas) == seen.spec.replicas
                 and all(r.phase == "running" and r.observed_generation >= workload.generation
                         for r in seen.replicas))
+
+    def stored(self, workload: Workload) -> bool | None:
+        """Whether etcd still holds any of the workload's keys (spec, name, status);
+        None without an etcd URL. Ground truth for "delete removes the etcd key"."""
+        if self._etcd is None:
+            return None
+        from shakedown.etcdclient import connect
+
+        client = connect(self._etcd)
+        try:
+            keys = (f"{self._etcd_prefix}/workloads/{workload.id}",
+                    f"{self._etcd_prefix}/status/{workload.id}",
+                    f"{self._etcd_prefix}/names/{workload.name}")
+            return any(client.get(k)[0] is not None for k in keys)
+        finally:
+            client.close()
 
     def container_labels(self, workload: Workload) -> dict[str, str]:
         return {MANAGED_LABEL: "true", WORKLOAD_LABEL: workload.id}
