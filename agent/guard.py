@@ -96,7 +96,8 @@ class Guard(grpc.aio.ServerInterceptor):
             return self._wrap_streaming_request(handler, method, hmac)
         deserialize = handler.request_deserializer
 
-        async def admit(raw: bytes, context: grpc.aio.ServicerContext) -> tuple[Caller, Any]:
+        # Synchronous: nothing in admission awaits, and a coroutine per call is not free.
+        def admit(raw: bytes, context: grpc.aio.ServicerContext) -> tuple[Caller, Any]:
             caller = self._admit(method, raw if hmac else None, context)
             try:
                 request = deserialize(raw) if deserialize else raw
@@ -117,7 +118,7 @@ class Guard(grpc.aio.ServerInterceptor):
                 started = time.monotonic()
                 caller: Caller | None = None
                 try:
-                    caller, request = await admit(raw, context)
+                    caller, request = admit(raw, context)
                     CALLER.set(caller)
                     result = inner_stream(request, context)
                     if inspect.isasyncgen(result):
@@ -145,7 +146,7 @@ class Guard(grpc.aio.ServerInterceptor):
             started = time.monotonic()
             caller: Caller | None = None
             try:
-                caller, request = await admit(raw, context)
+                caller, request = admit(raw, context)
                 CALLER.set(caller)
                 result = inner(request, context)
                 if inspect.isawaitable(result):

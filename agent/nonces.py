@@ -10,8 +10,9 @@ runs. The record is then in the kernel's page cache, which a SIGTERM or SIGKILL
 of the agent cannot lose; it is not fsynced per call (a host crash or power
 loss can lose the last records, and with them the window: a reboot takes
 longer than the 30 s default window in practice). On start, expired records
-are dropped and the file is rewritten; it is compacted again whenever it
-holds more than twice the live records (and at least COMPACT_MIN).
+are skipped; the file is compacted (rewritten with the live records) by the
+serving agent whenever it holds more than twice the live records (and at
+least COMPACT_MIN).
 Format, one record a line: ``<forget_at unix seconds> <key id> <nonce>``.
 """
 
@@ -21,6 +22,7 @@ import logging
 import math
 import os
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 
@@ -47,17 +49,18 @@ class NonceCache:
     # -- persistence ----------------------------------------------------------
 
     def _load(self, path: Path, now: float | None) -> None:
-        import time
-
         current = time.time() if now is None else now
         path.parent.mkdir(parents=True, exist_ok=True)
         live: list[tuple[float, str, str]] = []
+        total, torn = 0, False
         try:
             with path.open("r", encoding="ascii", errors="replace") as fh:
                 for line in fh:
+                    total += 1
                     parts = line.split()
                     # A torn last line (a crash mid-write) simply does not parse.
-                    if len(parts) != 3 or not line.endswith("\n"):
+                    torn = not line.endswith("\n")
+                    if len(parts) != 3 or torn:
                         continue
                     try:
                         forget_at = float(parts[0])
@@ -70,7 +73,14 @@ class NonceCache:
         live.sort()
         for forget_at, key_id, nonce in live[-self._max :]:
             self._seen[(key_id, nonce)] = forget_at
-        self._rewrite()
+        # Append to the file as it is: loading never rewrites it, so an instance that
+        # fails to start (its name held by a live agent) cannot pull the file from
+        # under the live one. The first admitted call compacts it if it is mostly dead.
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        os.fchmod(fd, 0o600)
+        if torn:  # end the torn line, or the next record would be glued to it
+            os.write(fd, b"\n")
+        self._fd, self._records = fd, total
         log.info(
             "replay window restored", extra={"fields": {"path": str(path), "nonces": len(live)}}
         )

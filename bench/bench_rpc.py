@@ -14,9 +14,10 @@ the driver does (``RequestSigner``: HMAC v2 metadata passed to the call; until
 the v2 change the driver, and this row, went through ``grpc.intercept_channel``
 + ``SigningInterceptor``, ~60-100 us more client CPU per call). Runs are
 interleaved in rounds, each bounded by a duration and a call cap. Two
-informational rows help to split the cost: ``mtls-plain`` is the plain server
-behind the same mutual TLS as the agent (no interceptor, no HMAC: the share of
-TLS alone), and ``AgentClient`` is the public ``client.node_info()`` (adds the
+informational rows help to split the cost: ``mtls+headers`` is the plain server
+behind the same mutual TLS as the agent, sent the same five signature headers
+(which it ignores): the transport's share, without the agent's Python (guard,
+HMAC check, servicer); and ``AgentClient`` is the public ``client.node_info()`` (adds the
 dataclass conversion and the retry wrapper).
 """
 
@@ -60,7 +61,7 @@ def serve_plain(port_file: Path, payload_file: Path, certs: Path | None = None) 
     """The baseline: grpc.aio, insecure, no interceptor, one real method.
 
     With ``certs`` (a ``certs init`` dir) the same server requires mutual TLS,
-    as the agent does: the ``mtls-plain`` row, which splits TLS from the rest.
+    as the agent does: the ``mtls+headers`` row, which splits the transport from the rest.
     """
     import asyncio
 
@@ -258,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
                     "plain": lambda: plain(body, timeout=10),
                     "signed": lambda: signed_call(
                         body, timeout=10, metadata=signer.metadata(METHOD, body)),
-                    "mtls-plain": lambda: mtls(body, timeout=10),
+                    "mtls+headers": lambda: mtls(
+                        body, timeout=10, metadata=signer.metadata(METHOD, body)),
                     "AgentClient": lambda: client.node_info(timeout=10),
                 }
                 warm = 50 if args.quick else 300
@@ -268,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                 assert mtls_server.proc is not None
                 server_proc = {
                     "plain": psutil.Process(plain_server.proc.pid),
-                    "mtls-plain": psutil.Process(mtls_server.proc.pid),
+                    "mtls+headers": psutil.Process(mtls_server.proc.pid),
                     "signed": psutil.Process(agent.proc.pid),
                     "AgentClient": psutil.Process(agent.proc.pid),
                 }

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import stat
-from pathlib import Path
 
 
 class SecretFileError(PermissionError):
@@ -42,11 +41,3 @@ def read_secret(path: str | os.PathLike[str], what: str = "secret file") -> byte
     finally:
         os.close(fd)
 
-
-def check_path(path: str | os.PathLike[str], what: str = "secret file") -> Path:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    try:
-        check_fd(fd, path, what)
-    finally:
-        os.close(fd)
-    return Path(path)

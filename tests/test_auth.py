@@ -76,6 +76,8 @@ def test_verify_auth_matrix_rejects_every_negative_case(agent_proc: AgentProcess
     assert by_name["unsigned call"].code == "UNAUTHENTICATED"
     assert by_name["replayed nonce"].code == "UNAUTHENTICATED"
     assert by_name["tampered body"].code == "UNAUTHENTICATED"
+    assert by_name["signature for another agent"].code == "UNAUTHENTICATED"
+    assert "shakedown-verify-other-agent" in by_name["signature for another agent"].reason
     # The CRL refused it: a fresh certificate for the same (allow-listed) principal gets in.
     revoked = by_name["revoked certificate"]
     assert (revoked.code, revoked.result) == ("UNAUTHENTICATED", "rejected")
@@ -94,7 +96,7 @@ def test_verify_auth_matrix_rejects_every_negative_case(agent_proc: AgentProcess
         assert (by_name[name].code, by_name[name].result) == ("TLS", "rejected"), by_name[name]
         assert by_name[name].reason and "TSI_DATA_CORRUPTED" not in by_name[name].reason
     assert by_name["plaintext (no TLS)"].reason.startswith("TLS required")
-    assert len(report.cases) == 17
+    assert len(report.cases) == 18
 
 
 def test_verify_auth_without_keys_probes_the_agents_health(agent_proc: AgentProcess) -> None:
@@ -127,7 +129,7 @@ def test_verify_auth_cli_json_and_exit_code(agent_proc: AgentProcess, capsys) ->
     assert code == 0
     assert out["ok"] is True and out["exit_code"] == 0
     assert out["summary"]["FAIL"] == 0 and out["summary"]["inconclusive"] == 0
-    assert out["summary"]["pass"] == 17
+    assert out["summary"]["pass"] == 18
     assert out["probe"]["method"] == "/shakedown.agent.v1.Agent/GetNodeInfo"
 
 

@@ -67,17 +67,19 @@ def test_out_of_range_names_the_field(client: AgentClient, method: object, path:
                                       kind: str) -> None:
     full = f"/{SERVICE.full_name}/{method.name}"  # type: ignore[attr-defined]
     server_streaming = method.server_streaming  # type: ignore[attr-defined]
-    channel = client._channel  # the signing channel: the call must pass auth to be judged
+    channel = client._raw_channel  # signed per call below: the call must pass auth to be judged
 
     @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
     @given(out_of_range(kind))
     def check(value: tuple[int, int]) -> None:
         body = request_with(method, path, *value)
+        md = client._signer.metadata(full, body)
         with pytest.raises(grpc.RpcError) as err:
             if server_streaming:
-                list(channel.unary_stream(full, request_serializer=None)(body, timeout=10))
+                list(channel.unary_stream(full, request_serializer=None)(
+                    body, timeout=10, metadata=md))
             else:
-                channel.unary_unary(full, request_serializer=None)(body, timeout=10)
+                channel.unary_unary(full, request_serializer=None)(body, timeout=10, metadata=md)
         rpc = err.value
         assert rpc.code() == grpc.StatusCode.INVALID_ARGUMENT, rpc.details()
         trailing = dict(rpc.trailing_metadata() or ())

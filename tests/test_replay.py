@@ -156,7 +156,10 @@ def test_nonce_file_keeps_live_records_and_drops_expired_and_torn_ones(tmp_path:
     assert again.add("k1", "b" * 16, 1050, now=1020.0)  # its window had passed: forgotten
     assert again.add("k1", "torn-record-with-no-newl", 1050, now=1020.0)
     again.close()
-    assert "torn" not in path.read_text().splitlines()[0]
+    third = NonceCache(path=path, now=1030.0)  # what came after the torn line is remembered
+    assert not third.add("k1", "torn-record-with-no-newl", 1050, now=1030.0)
+    assert not third.add("k1", "b" * 16, 1050, now=1030.0)
+    third.close()
 
 
 def test_nonce_file_is_compacted(tmp_path: Path) -> None:
@@ -171,3 +174,20 @@ def test_nonce_file_is_compacted(tmp_path: Path) -> None:
     lines = path.read_text().splitlines()
     assert len(lines) <= nonces.COMPACT_MIN + 1
     assert all(line.count(" ") == 2 for line in lines)
+
+
+def test_driver_learns_the_audience_from_the_agent_certificate(
+    two_agents: tuple[AgentProcess, AgentProcess],
+) -> None:
+    """No name given: the CN of the agent's certificate, read by one TLS handshake."""
+    n1, n2 = two_agents
+    with n2.client() as c:
+        assert c.audience.known is None  # nothing asked yet: constructing needs no network
+        assert c.node_info().name == n2.name
+        assert c.audience.known == n2.name
+    from driver.inventory import load_inventory
+
+    node = load_inventory(n1.inventory).node(n1.name)
+    with node.client() as c:  # from an inventory: the node name, no handshake
+        assert c.audience.known == n1.name
+        assert c.node_info().name == n1.name

@@ -41,6 +41,7 @@ AGENT_ONLY = [
     "key bound to another principal",
     "tampered body",
     "signature for another method",
+    "signature for another agent",
     "stale timestamp (-10 min)",
     "future timestamp (+10 min)",
     "replayed nonce",
@@ -238,7 +239,7 @@ def test_agent_cases_are_not_applicable_with_keys(pki: PkiFixture, tmp_path: Pat
     assert "shakedown.agent.v1.Agent" in report["not_applicable_reason"]
     lines = check_table(out)
     assert not any(line.startswith(AGENT_ONLY[1]) for line in lines)  # no row of their own
-    why = [line for line in lines if line.startswith("not applicable (10): ")]
+    why = [line for line in lines if line.startswith("not applicable (11): ")]
     assert len(why) == 1 and "no shakedown.agent.v1.Agent at " in why[0]
     assert "UNIMPLEMENTED" not in out and "FAIL" not in out
 
@@ -288,7 +289,7 @@ def test_json_has_every_field(pki: PkiFixture, tmp_path: Path) -> None:
         assert c["verdict"] and c["result"] and c["reason"], c
     assert set(report["probe"]) >= {"method", "source", "note", "request", "services"}
     assert set(report["summary"]) == {"pass", "FAIL", "inconclusive", "not applicable", "skip"}
-    assert report["summary"]["pass"] == 7 and report["summary"]["not applicable"] == 10
+    assert report["summary"]["pass"] == 7 and report["summary"]["not applicable"] == 11
 
 
 def _service(methods: list[tuple[str, str, bool, int]]) -> list[Any]:

@@ -47,6 +47,8 @@ def connection_parent() -> argparse.ArgumentParser:
     g.add_argument("--keys", type=Path, metavar="FILE", help="HMAC keyring for --target")
     g.add_argument("--principal", default="driver", help="identity for --target (driver)")
     g.add_argument("--server-name", help="TLS name to expect from the agent (--target)")
+    g.add_argument("--agent-name", help="the agent's --name, the audience of the signatures "
+                   "(--target; default: its certificate's CN)")
     g.add_argument("--timeout", type=float, default=30.0, metavar="SECS",
                    help="per-call deadline (default 30)")
     g.add_argument("--json", action="store_true", help="machine-readable output")
@@ -57,7 +59,7 @@ def _clients(args: argparse.Namespace, *, single: bool) -> dict[str, AgentClient
     from driver.client import AgentClient
     from driver.inventory import InventoryError, check_address, load_inventory
     from shakedown.keyring import KeyringError
-    from shakedown.pkilayout import PkiLayoutError
+    from shakedown.pkilayout import NAME_RE, PkiLayoutError
 
     kw: dict[str, Any] = {"timeout": args.timeout}
     try:
@@ -68,9 +70,12 @@ def _clients(args: argparse.Namespace, *, single: bool) -> dict[str, AgentClient
                 raise CliError(f"--target: {reason}")
             if not args.certs or not args.keys:
                 raise CliError("--target needs --certs DIR and --keys FILE")
+            if args.agent_name and not NAME_RE.match(args.agent_name):
+                raise CliError(f"--agent-name {args.agent_name!r}: use letters, digits, '.', '_' "
+                               "or '-'")
             client = AgentClient.from_certs_dir(
                 args.target, args.certs, args.keys, principal=args.principal,
-                server_name=args.server_name, **kw)
+                server_name=args.server_name, agent_name=args.agent_name, **kw)
             return {args.target: client}
         if not args.inventory:
             raise CliError("which agent? give --inventory FILE [--node NAME], or "

@@ -52,7 +52,10 @@ def _client(args: argparse.Namespace) -> Any:
     if args.keys:
         from shakedown.keyring import KeyringError
 
-        name = agentname.choose(args.agent_name, None)
+        try:
+            name = agentname.choose(args.agent_name, None)
+        except ValueError as exc:
+            raise CliError(f"--agent-name: {exc}") from None
         if name is None and (tls is None or tls.cert is None or tls.key is None):
             raise CliError("--keys without a client certificate: give --agent-name NAME")
         audience = agentname.Audience(name, lambda: agentname.peer_name(

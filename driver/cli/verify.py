@@ -40,6 +40,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                            "(default: the CN of its certificate)")
     auth.add_argument("--server-name", metavar="NAME", help="TLS name to expect from the server")
     auth.add_argument(
+        "--agent-name",
+        metavar="NAME",
+        help="the agent HMAC v2 signatures are for (default: the server certificate's CN)",
+    )
+    auth.add_argument(
         "--crl", metavar="FILE", help="CRL listing a revoked client cert (default DIR/crl.pem)"
     )
     auth.add_argument(

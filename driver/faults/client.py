@@ -1,9 +1,8 @@
 """The fault RPCs on an ``AgentClient`` (kept apart from driver/client.py).
 
-The methods are registered on the client's channel the first time they are
-used; the client's own ``_call`` signs, retries and types their errors.
-InjectFault is never retried (a lost answer would inject twice); list and heal
-are safe to repeat (healing a healed fault returns it again).
+The methods are registered on the client's signed channel the first time they
+are used. InjectFault is never retried (a lost answer would inject twice);
+list and heal are safe to repeat (healing a healed fault returns it again).
 """
 
 from __future__ import annotations
@@ -25,8 +24,6 @@ _RESPONSES: dict[str, type[Message]] = {
 def _call(client: AgentClient, method: str, request: Message, timeout: float | None,
           retry: bool = False) -> Any:
     if method not in client._unary:
-        # The same kind of callable as the client's own: raw bytes in (``_call`` signs
-        # them per attempt), the response parsed out.
         client._unary[method] = client._raw_channel.unary_unary(
             f"/{SERVICE}/{method}", request_serializer=None,
             response_deserializer=_RESPONSES[method].FromString)

@@ -7,6 +7,8 @@ from typing import TypeVar
 
 import pytest
 
+from driver.adapters import Port, SystemAdapter, WorkloadSpec
+from driver.adapters.truth import observe, running
 from driver.client import AgentClient
 from driver.control.process import wait_for
 from driver.env.context import TestContext
@@ -62,3 +64,34 @@ def test_run_to_completion(ctx: TestContext, shakedown_node: str, shakedown_imag
     c = ctx.run(shakedown_node, ContainerSpec(shakedown_image, ["sh", "-c", "exit 7"]))
     assert agent.wait(c, timeout=DEADLINE_S) == 7
     assert agent.inspect(c).exit_code == 7
+
+
+def test_workload_through_the_system(system: SystemAdapter, agents: dict[str, AgentClient],
+                                     shakedown_image: str, unique_name: str) -> None:
+    """Apply through the system under test; check it on the agents, then delete it."""
+    spec = WorkloadSpec(unique_name, shakedown_image, ["sh", "-c", "echo up; exec sleep 3600"],
+                        env={"SHAKEDOWN_SUITE": "basic_workflow"},
+                        ports=(Port(container_port=8080),), replicas=1)
+    w = system.apply(spec)
+    try:
+        wait_for(lambda: system.converged(w) and running(agents, system, w), 60,
+                 what=f"workload {w.name} running")
+        [box] = running(agents, system, w)
+        seen = system.get(w.name)
+        assert seen is not None and [r.node for r in seen.replicas] == [box.node]
+        assert seen.replicas[0].container_id == box.container.id  # status tracks the truth
+        truth = agents[box.node].inspect(box.container)
+        assert truth.image == shakedown_image and truth.running
+        assert truth.command[-2:] == ["-c", "echo up; exec sleep 3600"]
+        assert [p.container_port for p in truth.ports] == [8080]
+        assert all(p.host_port > 0 for p in truth.ports)  # published, on a port the engine chose
+        # The env reached the process: asked of the container itself.
+        assert agents[box.node].exec(box.container, ["printenv", "SHAKEDOWN_SUITE"]
+                                     ).output.strip() == "basic_workflow"
+    finally:
+        system.delete(w.name)
+    wait_for(lambda: not observe(agents, system, w), 60, what=f"{w.name}'s containers removed")
+    assert system.get(w.name) is None
+    stored = getattr(system, "stored", None)
+    if stored is not None:
+        wait_for(lambda: stored(w) is not True, 30, what=f"{w.name}'s stored state removed")

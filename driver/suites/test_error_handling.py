@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from driver.adapters import SystemAdapter, WorkloadSpec
+from driver.adapters.truth import running
+from driver.client import AgentClient
+from driver.control.process import wait_for
 from driver.env.context import TestContext
 from driver.images import BUSYBOX_IMAGE
 from driver.types import ContainerSpec, Mount, PortMapping
@@ -78,3 +82,46 @@ def test_agent_healthy_after_errors(ctx: TestContext, shakedown_node: str,
     assert agent.node_info().name == shakedown_node
     c = ctx.run(shakedown_node, ContainerSpec(shakedown_image, ["sh", "-c", "exit 0"]))
     assert agent.wait(c, timeout=20) == 0
+
+
+# ---------------------------------------------------------------- through the system under test
+
+def invalid_workloads(image: str, name: str) -> list[tuple[str, WorkloadSpec, str]]:
+    """(id, spec, the field the system must name)."""
+    return [
+        ("bad-name", WorkloadSpec("Not_A_DNS_Label!", image, ["true"]), "spec.name"),
+        ("no-image", WorkloadSpec(name, "", ["true"]), "spec.image"),
+        ("zero-replicas", WorkloadSpec(name, image, ["true"], replicas=0), "spec.replicas"),
+        ("negative-memory", WorkloadSpec(name, image, ["true"], memory_bytes=-1),
+         "spec.resources"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(4), ids=["bad-name", "no-image", "zero-replicas",
+                                                "negative-memory"])
+def test_invalid_workload_names_the_field(case: int, system: SystemAdapter,
+                                          shakedown_image: str, unique_name: str) -> None:
+    _, spec, field = invalid_workloads(shakedown_image, unique_name)[case]
+    with pytest.raises(InvalidArgument) as err:
+        system.apply(spec)
+    assert (err.value.field or "").startswith(field), (err.value.field, str(err.value))
+    assert system.get(spec.name or unique_name) is None  # nothing was stored
+
+
+def test_more_than_capacity_is_pending_with_a_reason(system: SystemAdapter,
+                                                     agents: dict[str, AgentClient],
+                                                     shakedown_image: str,
+                                                     unique_name: str) -> None:
+    cpus = max(a.node_info().cpus for a in agents.values())
+    w = system.apply(WorkloadSpec(unique_name, shakedown_image, ["sleep", "3600"],
+                                  cpus=float(cpus) * 4))
+    try:
+        def pending_with_reason() -> bool:
+            seen = system.get(w.name)
+            return bool(seen and seen.replicas and seen.replicas[0].phase == "pending"
+                        and seen.replicas[0].last_error)
+        wait_for(pending_with_reason, 30, what=f"{w.name} pending with a reason")
+        assert not running(agents, system, w)  # nothing was started anyway
+        assert all(n.healthy for n in system.nodes())  # and the system did not fall over
+    finally:
+        system.delete(w.name)

@@ -43,8 +43,16 @@ from shakedown.pkilayout import PkiDir, load_principals
 
 MUTATING_PROBE = f"/{AGENT_SERVICE}/KillContainer"
 OTHER_METHOD = f"/{AGENT_SERVICE}/ListSessions"
+OTHER_AGENT = "shakedown-verify-other-agent"
 # KillContainerRequest{container: "shakedown-verify-absent"}: NOT_FOUND if ever admitted.
 MUTATING_BODY = b"\x0a\x17shakedown-verify-absent"
+
+
+def _agent_name(cn: str) -> str | None:
+    try:
+        return signing.check_audience(cn) if cn else None
+    except signing.SignatureFormatError:
+        return None
 
 
 def _revoked_client(pki: PkiDir, crl_path: Path | None) -> tuple[Identity, str] | None:
@@ -86,7 +94,8 @@ def verify_auth(
 
     ``method``/``data`` name the probe (``/pkg.Svc/Method``, its request as a
     JSON-like dict); by default one is found (see driver.verify.probemethod).
-    Raises ValueError for a bad ``method``/``data``.
+    ``agent_name`` is the audience HMAC v2 signatures name (default: the
+    CN of the server's certificate). Raises ValueError for a bad argument.
     """
     if method is not None:
         method = normalize(method)
@@ -106,19 +115,18 @@ def verify_auth(
     from driver.pki import make_ca, make_leaf
 
     control_hs = prober.handshake(good)
-    # HMAC v2 names the agent: given, else the CN its certificate showed in the handshake.
-    audience = agentname.choose(agent_name, None) or control_hs.server_cn or None
+    # HMAC v2 names the agent: given, else its certificate's CN (shakedown certs init puts it
+    # there), learnt by the control handshake. None (no valid name): a v1 signature.
+    audience = agentname.choose(agent_name, None) or _agent_name(control_hs.server_cn)
 
     def sign(
-        k: Key | None, method_: str, body: bytes, ts: int | None = None
+        k: Key | None, method_: str, body: bytes, ts: int | None = None, *, to: str | None = None
     ) -> list[tuple[str, str]]:
         if k is None:
             return []
-        if audience is None:  # never fall back to v1: say what is missing instead
-            raise ValueError("the agent's name is unknown (its certificate shows no CN): "
-                             "give --agent-name")
-        return list(signing.sign(k.id, k.secret, method_, body, timestamp=ts,
-                                 audience=audience).metadata())
+        aud = to or audience
+        headers = signing.sign(k.id, k.secret, method_, body, audience=aud, timestamp=ts)
+        return list(headers.metadata())
 
     def key_of(who: str) -> Key | None:
         """who's own active key; else ours (what is refused first is then the cert)."""
@@ -311,6 +319,8 @@ def _hmac_cases(
     # Field 15 (varint 1): ignored by the method if ever admitted, so no side effect.
     case("tampered body", lambda: call(sign(mine, pm, body), body + b"\x78\x01"))
     case("signature for another method", lambda: call(sign(mine, OTHER_METHOD, body)))
+    # HMAC v2: a signature names its agent; one for a sibling must not be accepted here.
+    case("signature for another agent", lambda: call(sign(mine, pm, body, to=OTHER_AGENT)))
     case("stale timestamp (-10 min)", lambda: call(sign(mine, pm, body, int(time.time()) - 600)))
     case("future timestamp (+10 min)", lambda: call(sign(mine, pm, body, int(time.time()) + 600)))
 
