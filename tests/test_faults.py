@@ -57,6 +57,19 @@ def box(s: SessionHandle, network: str, tag: str, image: str,
 
 
 @pytest.fixture()
+def private_agent(fresh_agent: AgentProcess,
+          docker_client: docker.DockerClient) -> Iterator[AgentProcess]:
+    """A private agent, started; a failed test's persistent networks go with it too."""
+    yield fresh_agent.start()
+    fresh_agent.stop()
+    mine = {"label": f"io.shakedown.node={fresh_agent.name}"}
+    for c in docker_client.containers.list(all=True, filters=mine):
+        c.remove(force=True)
+    for n in docker_client.networks.list(filters=mine):
+        n.remove()
+
+
+@pytest.fixture()
 def trio(client: AgentClient,
          busybox_image: str) -> Iterator[tuple[SessionHandle, list[Container]]]:
     """Three servers on one session network; the session's close removes them."""
@@ -270,9 +283,9 @@ def test_fault_heals_within_ttl_after_its_driver_is_sigkilled(
 
 
 def test_partition_is_gone_when_the_agent_restarts_after_a_sigkill(
-        fresh_agent: AgentProcess, busybox_image: str,
+        private_agent: AgentProcess, busybox_image: str,
         docker_client: docker.DockerClient) -> None:
-    fresh_agent.start()
+    fresh_agent = private_agent
     with fresh_agent.client() as client:
         # The containers' session is persistent: it (and they) outlive the agent.
         keep = client.open_session(ttl=30, persistent=True)
@@ -297,9 +310,9 @@ def test_partition_is_gone_when_the_agent_restarts_after_a_sigkill(
 
 
 def test_live_faults_outlive_an_agent_crash_and_their_timers_are_rearmed(
-        fresh_agent: AgentProcess, busybox_image: str,
+        private_agent: AgentProcess, busybox_image: str,
         docker_client: docker.DockerClient) -> None:
-    fresh_agent.start()
+    fresh_agent = private_agent
     with fresh_agent.client() as client:
         keep = client.open_session(ttl=30, persistent=True)
         net = keep.create_network(f"t{RUN_ID}-net-{uuid.uuid4().hex[:4]}").name
@@ -325,14 +338,14 @@ def test_live_faults_outlive_an_agent_crash_and_their_timers_are_rearmed(
 
 
 def test_a_half_applied_fault_is_undone_at_start(
-        fresh_agent: AgentProcess, busybox_image: str,
+        private_agent: AgentProcess, busybox_image: str,
         docker_client: docker.DockerClient) -> None:
     """An agent SIGKILLed between journaling a fault and finishing it: the next start
     undoes whatever part was applied, even though the session is alive."""
     from agent.faults.journal import Entry, Journal, Undo
     from shakedown.agent.v1 import agent_pb2 as pb
 
-    fresh_agent.start()
+    fresh_agent = private_agent
     with fresh_agent.client() as client:
         keep = client.open_session(ttl=30, persistent=True)
         net = keep.create_network(f"t{RUN_ID}-net-{uuid.uuid4().hex[:4]}").name
@@ -386,9 +399,9 @@ def test_adopted_containers_take_faults_like_managed_ones(
 
 
 def test_heal_all_heals_every_session_on_the_node(
-        fresh_agent: AgentProcess, busybox_image: str,
+        private_agent: AgentProcess, busybox_image: str,
         docker_client: docker.DockerClient) -> None:
-    fresh_agent.start()  # a private agent: "all" must not reach other tests' faults
+    fresh_agent = private_agent  # a private agent: "all" must not reach other tests' faults
     with fresh_agent.client() as client, client.open_session(ttl=30) as s1, \
             client.open_session(ttl=30) as s2:
         net = s1.create_network(f"t{RUN_ID}-net-{uuid.uuid4().hex[:4]}").name
