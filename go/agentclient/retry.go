@@ -24,6 +24,8 @@ var idempotent = map[string]bool{
 	service + "ListSessions": true, service + "KeepAlive": true,
 	service + "StartContainer": true, service + "StopContainer": true,
 	service + "InspectNetwork": true, service + "ListNetworks": true,
+	// Faults: healing is idempotent (a healed fault stays healed), listing is a read.
+	service + "ListFaults": true, service + "HealFault": true, service + "HealAll": true,
 }
 
 func retriable(method string, req any) bool {
