@@ -53,14 +53,27 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         self.faults = faults or FaultManager(runtime, sessions, config.state_dir)
         self.version = version
         self.limits = CallLimits(config.max_long_calls_per_principal)
+        self._node_info: tuple[Any, pb.NodeInfo] | None = None
 
     # ------------------------------------------------------------ node
 
     async def GetNodeInfo(self, request: pb.GetNodeInfoRequest, context: _Ctx) -> pb.NodeInfo:
         facts = await self.runtime.node_info()
-        p = self.config.policy
+        if self._node_info is None or self._node_info[0] is not facts:
+            # Built once per facts object (they are cached by the runtime): only the
+            # caller and the clock differ between calls.
+            self._node_info = (facts, self._build_node_info(facts))
         caller = _caller()
-        info = pb.NodeInfo(
+        info = pb.NodeInfo()
+        info.CopyFrom(self._node_info[1])
+        if caller:
+            info.principal, info.role = caller.principal, caller.role
+        info.server_time.GetCurrentTime()
+        return info
+
+    def _build_node_info(self, facts: Any) -> pb.NodeInfo:
+        p = self.config.policy
+        return pb.NodeInfo(
             name=self.config.name, agent_version=self.version,
             docker_version=facts.docker_version, docker_api_version=facts.docker_api_version,
             kernel_version=facts.kernel_version, operating_system=facts.operating_system,
@@ -74,10 +87,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                 allow_bind_mounts=p.allow_bind_mounts, adopt_selectors=list(self.config.adopt),
                 allow_public_ports=p.allow_public_ports, allow_registries=list(p.allow_registries),
             ),
-            principal=caller.principal if caller else "", role=caller.role if caller else "",
         )
-        info.server_time.GetCurrentTime()
-        return info
 
     # ------------------------------------------------------------ containers
 
