@@ -339,11 +339,17 @@ def run_test(args: argparse.Namespace) -> int:
         raise CliError(f"--suites: {exc}") from None
     summary = json.loads(run.summary_path.read_text()) if run.summary_path.exists() else {}
     totals = summary.get("totals", {})
+    table = ""
+    if run.report_path.exists():
+        from driver.reports.testrun import summary_table
+
+        table = "\n" + summary_table(json.loads(run.report_path.read_text())) + "\n"
     text = (
-        f"\nsuccess rate {totals.get('success_rate') or 0:.0%} "
+        f"{table}\nsuccess rate {totals.get('success_rate') or 0:.0%} "
         f"({totals.get('passed', 0)} passed, {totals.get('failed', 0)} failed, "
         f"{totals.get('skipped', 0)} skipped)\n"
-        f"report: {run.summary_path}\njunit:  {run.junit_path}"
+        f"report: {run.report_path if run.report_path.exists() else '(none)'}\n"
+        f"summary: {run.summary_path}\njunit:  {run.junit_path}"
     )
     _emit(args, summary, text)
     return int(run.exit_code)
