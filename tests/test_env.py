@@ -268,3 +268,20 @@ def test_destroy_removes_a_killed_agents_claim_volume(tmp_path: Path) -> None:
     finally:
         foreign.remove(force=True)
         engine.close()
+
+
+def test_env_test_prints_the_scenario_table_and_its_reports(env: Environment) -> None:
+    out = _cli(env.paths.root.parent, "test", env.name, "--suites", "basic_workflow",
+               "-k", "node_info")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr
+    lines = out.stdout.splitlines()
+    report = Path(next(ln for ln in lines if ln.startswith("report: ")).split(": ", 1)[1])
+    junit = Path(next(ln for ln in lines if ln.startswith("junit: ")).split(":", 1)[1].strip())
+    assert report.name == "report.json" and report.is_file() and junit.is_file()
+    assert report.parent == junit.parent and report.parent.parent == env.paths.reports
+    assert (report.parent / "summary.json").is_file()  # kept
+    doc = json.loads(report.read_text())
+    assert [s["name"] for s in doc["testRun"]["scenarios"]] == ["basic_workflow"]
+    head = next(i for i, ln in enumerate(lines) if ln.startswith("scenario "))
+    assert lines[head + 2].split()[:2] == ["basic_workflow", "PASSED"]
+    assert "1/1 scenarios passed: PASSED" in out.stdout

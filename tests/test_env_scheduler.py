@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -114,6 +115,23 @@ def test_adapter_applies_a_workload_that_runs_on_an_agent_and_deletes_it(
         adapter.delete(name)
     wait_for(lambda: not containers(all=True), 30, what="its containers to be removed")
     assert adapter.get(name) is None
+
+
+def test_status_reports_a_killed_replica_and_start_heals_it(env: Environment) -> None:
+    comp = env.state.components["scheduler-2"]
+    proc = comp.managed()
+    assert proc is not None
+    os.kill(proc.pid, signal.SIGKILL)
+    wait_for(lambda: not proc.alive(), 10, what="the replica to die")
+    st = env.status()
+    assert not st.healthy
+    assert [c.state for c in st.components if c.name == "scheduler-2"] == ["down"]
+    assert any(p.startswith("scheduler-2 is down: ") and "logs/scheduler-2.log" in p
+               for p in st.problems())
+    assert env.log_path(comp.node) == env.paths.log("scheduler-2")  # `env logs NAME <replica>`
+    assert env.start() == ["scheduler-2"]  # only what was down
+    wait_for(lambda: len(env.status().leaders) == 1, 30, what="one leader")
+    assert env.status().healthy
 
 
 def test_stop_then_start_brings_the_schedulers_back(env: Environment) -> None:
