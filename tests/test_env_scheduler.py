@@ -90,6 +90,7 @@ def test_both_replicas_register_and_exactly_one_leads(env: Environment) -> None:
     assert f"scheduler leader: {st.leaders[0]}" in out.stdout
     doc = json.loads(_cli(env.paths.root.parent, "status", env.name, "--json").stdout)
     assert sorted(c["role"] for c in doc["components"] if c["kind"] == "scheduler") == roles
+    assert doc["leaders"] == st.leaders
 
 
 def test_adapter_applies_a_workload_that_runs_on_an_agent_and_deletes_it(

@@ -79,7 +79,8 @@ class EnvStatus:
         return [f"{c.name} is {c.state}: {c.detail}" for c in self.components if not c.ok]
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "healthy": self.healthy, "verdict": self.verdict.lower()}
+        return {**asdict(self), "healthy": self.healthy, "verdict": self.verdict.lower(),
+                "leaders": self.leaders}
 
 
 def _address(comp: Component) -> str:
