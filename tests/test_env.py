@@ -42,7 +42,10 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Environment]:
     name = _name()
     # No scheduler here (tests/test_env_scheduler.py has them): --schedulers 0 must work.
     created = _cli(base, "create", name, "--nodes", "2", "--schedulers", "0", "--json")
-    assert created.returncode == 0, created.stderr
+    if created.returncode != 0:  # a half-started environment: leave nothing running
+        if (base / name / "env.json").exists():
+            Environment.load(name, base=base).destroy()
+        pytest.fail(f"env create failed: {created.stdout[-2000:]}{created.stderr[-2000:]}")
     env = Environment.load(name, base=base)  # another process made it: persistence
     yield env
     env.close()

@@ -39,7 +39,10 @@ def env(tmp_path_factory: pytest.TempPathFactory,
     base = tmp_path_factory.mktemp("envs")
     name = f"t{uuid.uuid4().hex[:6]}"
     created = _cli(base, "create", name, "--nodes", "2", "--json")  # 2 schedulers: the default
-    assert created.returncode == 0, created.stdout + created.stderr
+    if created.returncode != 0:  # a half-started environment: leave nothing running
+        if (base / name / "env.json").exists():
+            Environment.load(name, base=base).destroy()
+        pytest.fail(f"env create failed: {created.stdout[-2000:]}{created.stderr[-2000:]}")
     env = Environment.load(name, base=base)
     yield env
     env.close()
