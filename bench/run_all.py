@@ -29,11 +29,12 @@ SCRIPTS = {
     "dynamic": "bench_dynamic.py",
     "goclient": "bench_goclient.py",
     "cli": "bench_cli.py",
+    "scheduler": "bench_scheduler.py",
 }
 # Generous bounds: a full run of each script takes well under 2 minutes.
 TIMEOUT = {"lifecycle": 300, "rpc": 300, "rss": 200, "discovery": 120, "context": 300,
            "burst": 400, "dynamic": 200,
-           "goclient": 300, "cli": 300}
+           "goclient": 300, "cli": 300, "scheduler": 400}
 
 
 def run_one(name: str, quick: bool) -> tuple[dict[str, Any] | None, float, str]:

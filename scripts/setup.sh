@@ -37,6 +37,7 @@ fi
 command -v go >/dev/null || { echo "Go (>= 1.26) is needed to build CoreDNS: https://go.dev/dl" >&2; exit 1; }
 log "CoreDNS: $(scripts/build-coredns.sh | tail -1)"
 log "auth test server: $(scripts/build-authtestserver.sh | tail -1)"
+log "scheduler: $(scripts/build-scheduler.sh | tail -1)"
 
 if ! docker info >/dev/null 2>&1; then
   log "starting dockerd (log: .cache/dockerd.log)"

@@ -40,8 +40,12 @@ def _cli(base: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Environment]:
     base = tmp_path_factory.mktemp("envs")
     name = _name()
-    created = _cli(base, "create", name, "--nodes", "2", "--json")
-    assert created.returncode == 0, created.stderr
+    # No scheduler here (tests/test_env_scheduler.py has them): --schedulers 0 must work.
+    created = _cli(base, "create", name, "--nodes", "2", "--schedulers", "0", "--json")
+    if created.returncode != 0:  # a half-started environment: leave nothing running
+        if (base / name / "env.json").exists():
+            Environment.load(name, base=base).destroy()
+        pytest.fail(f"env create failed: {created.stdout[-2000:]}{created.stderr[-2000:]}")
     env = Environment.load(name, base=base)  # another process made it: persistence
     yield env
     env.close()
@@ -62,6 +66,8 @@ def test_created_environment_is_healthy_and_discoverable(env: Environment) -> No
     assert st.healthy, st.problems()
     kinds = sorted(c.kind for c in st.components)
     assert kinds == ["agent", "agent", "coredns", "etcd"]
+    assert env.adapter() is None  # no scheduler, no adapter
+    assert sorted(env.pids()) == sorted(env.state.components)
     for c in st.components:
         assert c.pid and c.rss_bytes and c.rss_bytes > 0
         assert c.version
@@ -106,7 +112,7 @@ def test_containers_are_counted_and_destroy_leaves_nothing(
 ) -> None:
     base = tmp_path / "envs"
     name = _name()
-    env = Environment.create(name, nodes=1, base=base)
+    env = Environment.create(name, nodes=1, schedulers=0, base=base)
     node = env.state.agents()[0].node
     client = env.clients()[node]
     session = client.open_session(persistent=True, name="keep")
@@ -138,7 +144,7 @@ def _is_ours(pid: int) -> bool:
 
 def test_stop_keeps_data_and_start_restarts_everything(tmp_path: Path) -> None:
     base = tmp_path / "envs"
-    env = Environment.create(_name(), nodes=1, base=base)
+    env = Environment.create(_name(), nodes=1, schedulers=0, base=base)
     try:
         assert env.etcd is not None
         import pyetcd
@@ -199,6 +205,8 @@ def test_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert "lowercase" in capsys.readouterr().err
     assert cli_main(["env", "create", "ok", "--nodes", "0", "--base", base]) == 2
     assert "--nodes 0: must be between 1 and 32" in capsys.readouterr().err
+    assert cli_main(["env", "create", "ok", "--schedulers", "-1", "--base", base]) == 2
+    assert "--schedulers -1: must be between 0 and 5" in capsys.readouterr().err
     assert not Path(base, "ok").exists()
 
 
@@ -209,7 +217,10 @@ def test_existing_environment_keeps_its_size(env: Environment) -> None:
     assert "exists with 2 node(s), not 3" in bigger.stderr
     assert f"`shakedown env destroy {env.name}`" in bigger.stderr
     assert len(Environment.load(env.name, base=base).state.agents()) == 2  # untouched
-    for same in ([], ["--nodes", "2"]):
+    more = _cli(base, "create", env.name, "--schedulers", "2")
+    assert more.returncode == 1
+    assert "exists with 0 scheduler(s), not 2" in more.stderr
+    for same in ([], ["--nodes", "2"], ["--schedulers", "0"]):
         again = _cli(base, "create", env.name, *same)
         assert again.returncode == 0, again.stderr
         assert "exists; starting what is down" in again.stderr
@@ -238,7 +249,7 @@ def test_destroy_removes_a_killed_agents_claim_volume(tmp_path: Path) -> None:
     from agent.claim import CLAIM, volume_name
 
     base = tmp_path / "envs"
-    env = Environment.create(_name(), nodes=1, base=base)
+    env = Environment.create(_name(), nodes=1, schedulers=0, base=base)
     agent = env.state.agents()[0]
     engine = docker.from_env()
     foreign_node = f"foreign-{uuid.uuid4().hex[:8]}"
@@ -260,3 +271,20 @@ def test_destroy_removes_a_killed_agents_claim_volume(tmp_path: Path) -> None:
     finally:
         foreign.remove(force=True)
         engine.close()
+
+
+def test_env_test_prints_the_scenario_table_and_its_reports(env: Environment) -> None:
+    out = _cli(env.paths.root.parent, "test", env.name, "--suites", "basic_workflow",
+               "-k", "node_info")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr
+    lines = out.stdout.splitlines()
+    report = Path(next(ln for ln in lines if ln.startswith("report: ")).split(": ", 1)[1])
+    junit = Path(next(ln for ln in lines if ln.startswith("junit: ")).split(":", 1)[1].strip())
+    assert report.name == "report.json" and report.is_file() and junit.is_file()
+    assert report.parent == junit.parent and report.parent.parent == env.paths.reports
+    assert (report.parent / "summary.json").is_file()  # kept
+    doc = json.loads(report.read_text())
+    assert [s["name"] for s in doc["testRun"]["scenarios"]] == ["basic_workflow"]
+    head = next(i for i, ln in enumerate(lines) if ln.startswith("scenario "))
+    assert lines[head + 2].split()[:2] == ["basic_workflow", "PASSED"]
+    assert "1/1 scenarios passed: PASSED" in out.stdout

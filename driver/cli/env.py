@@ -54,6 +54,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "it, `env destroy` it first",
     )
     create.add_argument(
+        "--schedulers",
+        type=int,
+        help="reference scheduler replicas to run (default 2; 0: none)",
+    )
+    create.add_argument(
         "--inventory",
         type=Path,
         metavar="FILE",
@@ -131,7 +136,7 @@ def _status_table(st: Any) -> str:
         rows.append(
             (
                 c.name,
-                c.state,
+                c.state + (f" ({c.role})" if c.role else ""),
                 c.address,
                 str(c.pid or "-"),
                 "-" if c.cpu_percent is None else f"{c.cpu_percent:.1f}",
@@ -143,12 +148,14 @@ def _status_table(st: Any) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(f"{v:<{w}}" for v, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     head = f"environment {st.name} ({st.kind}, {st.root}): {st.verdict}"
+    if any(c.kind == "scheduler" for c in st.components):
+        head += f"; scheduler leader: {', '.join(st.leaders) or 'none'}"
     return "\n".join([head, *lines, *(f"! {p}" for p in st.problems())])
 
 
 def run_create(args: argparse.Namespace) -> int:
     from driver.env import EnvError, Environment
-    from driver.env.environment import MAX_NODES
+    from driver.env.environment import MAX_NODES, MAX_SCHEDULERS
     from driver.env.state import check_name
 
     try:  # usage errors (2) before anything is touched
@@ -157,6 +164,10 @@ def run_create(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     if args.nodes is not None and not 1 <= args.nodes <= MAX_NODES:
         raise CliError(f"--nodes {args.nodes}: must be between 1 and {MAX_NODES}")
+    if args.schedulers is not None and not 0 <= args.schedulers <= MAX_SCHEDULERS:
+        raise CliError(f"--schedulers {args.schedulers}: must be between 0 and {MAX_SCHEDULERS}")
+    if args.schedulers is not None and args.inventory:
+        raise CliError("--schedulers: not with --inventory (a remote environment is config only)")
     if args.nodes is not None and args.inventory:
         raise CliError("--nodes: not with --inventory (the inventory names the nodes)")
     try:
@@ -165,7 +176,8 @@ def run_create(args: argparse.Namespace) -> int:
                 env = Environment.create_remote(args.name, args.inventory, base=args.base)
             else:
                 env = Environment.create(
-                    args.name, nodes=args.nodes, base=args.base, progress=progress
+                    args.name, nodes=args.nodes, schedulers=args.schedulers, base=args.base,
+                    progress=progress,
                 )
     except (EnvError, TimeoutError, OSError, ValueError) as exc:
         raise CliError(f"env create {args.name}: {exc}", exit_code=1) from None
@@ -327,11 +339,17 @@ def run_test(args: argparse.Namespace) -> int:
         raise CliError(f"--suites: {exc}") from None
     summary = json.loads(run.summary_path.read_text()) if run.summary_path.exists() else {}
     totals = summary.get("totals", {})
+    table = ""
+    if run.report_path.exists():
+        from driver.reports.testrun import summary_table
+
+        table = "\n" + summary_table(json.loads(run.report_path.read_text())) + "\n"
     text = (
-        f"\nsuccess rate {totals.get('success_rate') or 0:.0%} "
+        f"{table}\nsuccess rate {totals.get('success_rate') or 0:.0%} "
         f"({totals.get('passed', 0)} passed, {totals.get('failed', 0)} failed, "
         f"{totals.get('skipped', 0)} skipped)\n"
-        f"report: {run.summary_path}\njunit:  {run.junit_path}"
+        f"report: {run.report_path if run.report_path.exists() else '(none)'}\n"
+        f"summary: {run.summary_path}\njunit:  {run.junit_path}"
     )
     _emit(args, summary, text)
     return int(run.exit_code)

@@ -1,6 +1,7 @@
 """`Environment`: a named, persistent test environment, local or remote.
 
-    env = Environment.create("dev", nodes=3)       # etcd + CoreDNS + 3 agents, detached
+    env = Environment.create("dev", nodes=3)       # etcd + CoreDNS + 3 agents + 2 schedulers
+    sched = env.adapter()                           # the reference scheduler, via discovery
     env = Environment.load("dev")                   # from any process, later
     print(env.status().healthy)
     with env.context("my-test") as ctx:             # isolated: labels, temp dir, sessions
@@ -37,11 +38,14 @@ from driver.env.status import EnvStatus, collect
 from driver.inventory import Inventory, load_inventory
 
 if TYPE_CHECKING:
+    from driver.adapters.scheduler import SchedulerAdapter
     from driver.client import AgentClient
+    from driver.discovery import Resolver
     from driver.env.context import TestContext
 
 Progress = Callable[[str], None]
 DEFAULT_NODES, MAX_NODES = 3, 32
+DEFAULT_SCHEDULERS, MAX_SCHEDULERS = 2, 5
 ZONE_SUFFIX = "shakedown.test"
 
 
@@ -59,13 +63,14 @@ class Environment:
 
     @classmethod
     def create(
-        cls, name: str, *, nodes: int | None = None, base: Path | None = None,
-        progress: Progress = _quiet,
+        cls, name: str, *, nodes: int | None = None, schedulers: int | None = None,
+        base: Path | None = None, progress: Progress = _quiet,
     ) -> Environment:
-        """Create and start a local environment (3 nodes by default); if it exists, heal it.
+        """Create and start a local environment (3 nodes, 2 scheduler replicas by default);
+        if it exists, heal it.
 
         An existing environment of another size is refused rather than resized: the
-        nodes' PKI, keyring and inventory are fixed when it is created.
+        nodes' and replicas' PKI, keyring and inventory are fixed when it is created.
         """
         paths = EnvPaths((base or default_base()) / check_name(name))
         if paths.state.exists():
@@ -76,17 +81,27 @@ class Environment:
                     f"environment {name} exists with {have} node(s), not {nodes}; to change "
                     f"its size, destroy it first (`shakedown env destroy {name}`), then "
                     f"`shakedown env create {name} --nodes {nodes}`")
+            have = len(env.state.schedulers())
+            if schedulers is not None and schedulers != have and env.state.kind == "local":
+                raise EnvError(
+                    f"environment {name} exists with {have} scheduler(s), not {schedulers}; "
+                    f"destroy it first (`shakedown env destroy {name}`), then "
+                    f"`shakedown env create {name} --schedulers {schedulers}`")
             progress(f"environment {name} exists; starting what is down")
             env.start(progress)
             return env
         nodes = DEFAULT_NODES if nodes is None else nodes
         if not 1 <= nodes <= MAX_NODES:
             raise EnvError(f"--nodes {nodes}: must be between 1 and {MAX_NODES}")
+        schedulers = DEFAULT_SCHEDULERS if schedulers is None else schedulers
+        if not 0 <= schedulers <= MAX_SCHEDULERS:
+            raise EnvError(f"--schedulers {schedulers}: must be between 0 and {MAX_SCHEDULERS}")
         paths.make()
         state = new_state(name, "local", f"{name}.{ZONE_SUFFIX}")
-        progress(f"writing config: PKI, keyring, inventory for {nodes} node(s)")
+        progress(f"writing config: PKI, keyring, inventory for {nodes} node(s), "
+                 f"{schedulers} scheduler(s)")
         try:
-            local.plan(paths, state, nodes)
+            local.plan(paths, state, nodes, schedulers)
         except Exception:
             shutil.rmtree(paths.root, ignore_errors=True)
             raise
@@ -201,10 +216,47 @@ class Environment:
     def status(self) -> EnvStatus:
         return collect(self.paths, self.state)
 
+    def pids(self) -> dict[str, int]:
+        """{component name: pid} of the components running now."""
+        return {c.name: p.pid for c in local.ordered(self.state)
+                if (p := c.managed()) is not None and p.alive()}
+
+    def resolver(self) -> Resolver:
+        """Discovery in this environment: its CoreDNS first, then its etcd."""
+        from driver.discovery import Resolver
+
+        dns = None
+        if self.dns:
+            host, _, port = self.dns.rpartition(":")
+            dns = (host, int(port))
+        return Resolver(self.domain, dns=dns, etcd=self.etcd, order=("srv", "etcd"))
+
+    def adapter(self) -> SchedulerAdapter | None:
+        """The reference scheduler's adapter, as principal `driver`, its replicas found by
+        discovery; None when this environment runs no scheduler."""
+        if not self.state.schedulers():
+            return None
+        from driver.adapters.scheduler import DISCOVERY_NAME, SchedulerAdapter
+        from driver.dynamic import Tls
+
+        resolver = self.resolver()
+
+        def endpoints(fresh: bool) -> list[str]:
+            try:
+                res = resolver.resolve(DISCOVERY_NAME, fresh=fresh)
+            except LookupError:
+                return []
+            return [e.address for e in res.endpoints]
+
+        # The replicas' certificates name 127.0.0.1 and localhost (local.plan).
+        tls = Tls.from_certs_dir(self.paths.certs, "driver", server_name="localhost")
+        return SchedulerAdapter(endpoints, tls)
+
     def log_path(self, component: str) -> Path:
         names = sorted(self.state.components)
         if component not in self.state.components:
-            alias = f"agent-{component}"
+            aliases = [c.name for c in self.state.components.values() if c.node == component]
+            alias = aliases[0] if aliases else ""
             if alias not in self.state.components:
                 raise EnvError(f"no component {component!r}; known: {', '.join(names)}")
             component = alias

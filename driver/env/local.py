@@ -1,7 +1,8 @@
 """Starting and stopping a local environment's components, detached, recorded by PID.
 
 Order matters: etcd first (CoreDNS and the agents' registrations read it),
-then CoreDNS, then the agents. Ports are chosen once at creation and reused
+then CoreDNS, then the agents, then the scheduler replicas (they discover the
+agents and elect a leader in etcd). Ports are chosen once at creation and reused
 on every start, so addresses in the inventory stay true across stop/start.
 """
 
@@ -15,13 +16,17 @@ from pathlib import Path
 from driver.control.coredns import CoreDNSServer, find_coredns_binary
 from driver.control.etcd import EtcdServer
 from driver.control.process import ManagedProcess, free_port, spawn
+from driver.control.scheduler import find_scheduler_binary
+from driver.control.scheduler import health as scheduler_health
+from driver.control.scheduler import version as scheduler_version
 from driver.env.state import Component, EnvError, EnvPaths, EnvState
 from driver.inventory import NodeConfig, write_inventory
 from driver.pki import init_pki
 from shakedown import keyring
 
 Progress = Callable[[str], None]
-COMPONENT_ORDER = ("etcd", "coredns", "agent")
+COMPONENT_ORDER = ("etcd", "coredns", "agent", "scheduler")
+SCHEDULER_PRINCIPAL = "scheduler"
 
 
 def node_name(env: str, index: int) -> str:
@@ -29,15 +34,29 @@ def node_name(env: str, index: int) -> str:
     return f"{env}-n{index}"
 
 
-def plan(paths: EnvPaths, state: EnvState, nodes: int) -> None:
-    """Write the config (PKI, keyring, inventory) and reserve ports: nothing runs yet."""
+def replica_name(env: str, index: int) -> str:
+    """A scheduler replica's -name: unique per environment, since it is in etcd and DNS."""
+    return f"{env}-s{index}"
+
+
+def plan(paths: EnvPaths, state: EnvState, nodes: int, schedulers: int = 0) -> None:
+    """Write the config (PKI, keyring, inventory) and reserve ports: nothing runs yet.
+
+    Agents and schedulers share one CA and principals.json: the scheduler calls
+    the agents as principal `scheduler` (admin), and serves with a certificate
+    issued like an agent's (`agent-<replica>.crt`), which is its default.
+    """
     names = [node_name(state.name, i) for i in range(1, nodes + 1)]
+    replicas = [replica_name(state.name, i) for i in range(1, schedulers + 1)]
+    principals = {"driver": "admin", "viewer": "observer"}
+    if replicas:
+        principals[SCHEDULER_PRINCIPAL] = "admin"
     init_pki(
         paths.certs,
-        {n: ["127.0.0.1", "localhost"] for n in names},
-        {"driver": "admin", "viewer": "observer"},
+        {n: ["127.0.0.1", "localhost"] for n in [*names, *replicas]},
+        principals,
     )
-    keyring.save(keyring.new_keyring(["driver", "viewer"]), paths.keys)
+    keyring.save(keyring.new_keyring(list(principals)), paths.keys)
     state.components["etcd"] = Component(
         "etcd", "etcd", {"client": free_port(), "peer": free_port()}
     )
@@ -49,6 +68,10 @@ def plan(paths: EnvPaths, state: EnvState, nodes: int) -> None:
     for n in names:
         state.components[f"agent-{n}"] = Component(
             f"agent-{n}", "agent", {"grpc": free_port()}, node=n
+        )
+    for i, r in enumerate(replicas, 1):
+        state.components[f"scheduler-{i}"] = Component(
+            f"scheduler-{i}", "scheduler", {"grpc": free_port(), "metrics": free_port()}, node=r
         )
     write_inventory(
         paths.inventory,
@@ -91,6 +114,10 @@ def _start(paths: EnvPaths, state: EnvState, comp: Component) -> None:
             detach=True,
         )
         comp.process, comp.version = dns.process.to_dict(), _coredns_version(binary)
+    elif comp.kind == "scheduler":
+        binary = _scheduler_binary()
+        comp.process = _start_scheduler(binary, paths, state, comp).to_dict()
+        comp.version = scheduler_version(binary)
     else:
         comp.process = _start_agent(paths, state, comp).to_dict()
         from agent import __version__
@@ -132,6 +159,45 @@ def _start_agent(paths: EnvPaths, state: EnvState, comp: Component) -> ManagedPr
         proc.wait_ready(port_file.exists, 30, f"agent {comp.node} to listen")
     except RuntimeError:
         raise EnvError(f"agent {comp.node} exited during start: "
+                       f"{_last_line(proc.log_tail())} (see {paths.log(comp.name)})") from None
+    return proc
+
+
+def _scheduler_binary() -> Path:
+    # Build first: a no-op (~0.1 s) when current, and the scheduler's source changes
+    # often enough that running a stale build from the symlink would mislead.
+    import subprocess
+
+    try:
+        return find_scheduler_binary(build_first=True)
+    except (subprocess.CalledProcessError, FileNotFoundError, RuntimeError) as exc:
+        raise EnvError(f"no scheduler binary: {exc}; build it with scripts/build-scheduler.sh "
+                       "(needs Go) or set SHAKEDOWN_SCHEDULER, or use --schedulers 0") from None
+
+
+def _start_scheduler(binary: Path, paths: EnvPaths, state: EnvState,
+                     comp: Component) -> ManagedProcess:
+    port_file = paths.temp / f"{comp.name}.port"
+    port_file.unlink(missing_ok=True)
+    assert state.etcd is not None
+    argv = [
+        str(binary),
+        "-name", comp.node,
+        "-certs", str(paths.certs),
+        "-listen", f"127.0.0.1:{comp.ports['grpc']}",
+        "-metrics", f"127.0.0.1:{comp.ports['metrics']}",
+        "-etcd", state.etcd,
+        "-domain", state.domain,
+        "-principal", SCHEDULER_PRINCIPAL,
+        "-port-file", str(port_file),
+    ]
+    proc = spawn(comp.name, argv, paths.log(comp.name), detach=True)
+    try:
+        # Serving gRPC (the port file is written after both listeners are up) and healthy.
+        proc.wait_ready(lambda: port_file.exists() and scheduler_health(comp.ports["metrics"])
+                        is None, 30, f"scheduler {comp.node} to serve")
+    except RuntimeError:
+        raise EnvError(f"scheduler {comp.node} exited during start: "
                        f"{_last_line(proc.log_tail())} (see {paths.log(comp.name)})") from None
     return proc
 

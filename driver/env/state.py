@@ -3,7 +3,7 @@
     <base>/<name>/
       env.json     this record: kind, components (PIDs, ports, versions), creation time
       config/      inventory.toml, certs/ (PKI), certs/keys.json
-      data/        etcd's data
+      data/        etcd's data, the agents' state
       logs/        one log per component
       reports/     suite reports
       temp/        test contexts' temp dirs
@@ -104,14 +104,16 @@ class EnvPaths:
 
 @dataclass
 class Component:
-    """One managed process: etcd, coredns or an agent."""
+    """One managed process: etcd, coredns, an agent or a scheduler replica."""
 
-    name: str  # etcd | coredns | agent-<node>
-    kind: str  # etcd | coredns | agent
+    name: str  # etcd | coredns | agent-<node> | scheduler-<i>
+    kind: str  # etcd | coredns | agent | scheduler
     ports: dict[str, int] = field(default_factory=dict)
     process: dict[str, Any] | None = None  # ManagedProcess.to_dict()
     version: str = ""
-    node: str = ""  # agents: the node name (also its io.shakedown.node label)
+    # agents: the node name (also its io.shakedown.node label); schedulers: the replica's
+    # -name (its discovery record and certificate), unique per environment
+    node: str = ""
     stopped: bool = False  # stopped on purpose (`env stop`), not crashed: status says so
 
     def managed(self) -> ManagedProcess | None:
@@ -140,6 +142,9 @@ class EnvState:
 
     def agents(self) -> list[Component]:
         return [c for c in self.components.values() if c.kind == "agent"]
+
+    def schedulers(self) -> list[Component]:
+        return [c for c in self.components.values() if c.kind == "scheduler"]
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"

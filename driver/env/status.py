@@ -1,8 +1,9 @@
 """What is actually running: health from each component's own protocol, plus CPU/RSS.
 
 Health is checked the way clients would use the component: etcd's /health, a
-DNS query for the agents' SRV record through CoreDNS, and a signed mTLS call
-to each agent. A dead component gets a message that says where to look.
+DNS query for the agents' SRV record through CoreDNS, a signed mTLS call
+to each agent, and each scheduler replica's /healthz (leadership from its
+`scheduler_leader` gauge). A dead component gets a message that says where to look.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class ComponentStatus:
     rss_bytes: int | None = None
     containers: int | None = None
     log: str = ""
+    role: str = ""  # schedulers: leader | follower ("" when unknown)
 
     @property
     def ok(self) -> bool:
@@ -58,6 +60,11 @@ class EnvStatus:
         return all(c.ok for c in self.components)
 
     @property
+    def leaders(self) -> list[str]:
+        """The scheduler replicas whose gauge says they lead (one, when all is well)."""
+        return [c.name for c in self.components if c.kind == "scheduler" and c.role == "leader"]
+
+    @property
     def stopped(self) -> bool:
         """Everything was stopped on purpose: not broken, just not running."""
         return bool(self.components) and all(c.state == "stopped" for c in self.components)
@@ -72,7 +79,8 @@ class EnvStatus:
         return [f"{c.name} is {c.state}: {c.detail}" for c in self.components if not c.ok]
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "healthy": self.healthy, "verdict": self.verdict.lower()}
+        return {**asdict(self), "healthy": self.healthy, "verdict": self.verdict.lower(),
+                "leaders": self.leaders}
 
 
 def _address(comp: Component) -> str:
@@ -104,6 +112,16 @@ def _dns_health(comp: Component, domain: str) -> str | None:
     if reply.rcode() == dns.rcode.SERVFAIL:
         return "SERVFAIL for the agents' SRV record (is etcd up?)"
     return None
+
+
+def _scheduler_status(comp: Component, st: ComponentStatus) -> str | None:
+    from driver.control import scheduler
+
+    problem = scheduler.health(comp.ports["metrics"])
+    leads = scheduler.is_leader(comp.ports["metrics"])
+    st.role = "" if leads is None else "leader" if leads else "follower"
+    st.detail = st.detail or f"replica {comp.node}, metrics 127.0.0.1:{comp.ports['metrics']}"
+    return problem
 
 
 def agent_status(node: NodeConfig, status: ComponentStatus) -> None:
@@ -199,6 +217,8 @@ def _probe(out: EnvStatus, state: EnvState, nodes: dict[str, NodeConfig]) -> Non
             problem = _etcd_health(comp)
         elif st.kind == "coredns" and comp is not None:
             problem = _dns_health(comp, state.domain)
+        elif st.kind == "scheduler" and comp is not None:
+            problem = _scheduler_status(comp, st)
         else:
             node = nodes.get(comp.node if comp else st.name)
             if node is None:

@@ -38,6 +38,9 @@ RUN_CONFIG_TEXT = """\
 """
 
 
+REPORT_NAME = "report.json"
+
+
 @dataclass
 class SuiteRun:
     env: str
@@ -54,6 +57,11 @@ class SuiteRun:
     @property
     def ok(self) -> bool:
         return self.exit_code == 0
+
+    @property
+    def report_path(self) -> Path:
+        """The scenario report (driver.reports.testrun), written by the summary plugin."""
+        return self.reports_dir / REPORT_NAME
 
     @property
     def success_rate(self) -> float | None:
@@ -91,7 +99,8 @@ def build_command(env_name: str, *, base: Path | None, suites: Sequence[str],
         "--shakedown-env", env_name, "--shakedown-missing", "error",
         f"--junitxml={reports_dir / 'junit.xml'}", "-o", "junit_suite_name=shakedown",
         "-o", "junit_family=xunit2",
-        f"--shakedown-summary={reports_dir / 'summary.json'}", "-rfEs",
+        f"--shakedown-summary={reports_dir / 'summary.json'}",
+        f"--shakedown-report={reports_dir / REPORT_NAME}", "-rfEs",
     ]
     if base is not None:
         cmd += ["--shakedown-base", str(base)]
@@ -124,7 +133,7 @@ def run_suites(
     reports_dir.mkdir(parents=True, exist_ok=True)
     junit, summary, log_path = (reports_dir / n for n in ("junit.xml", "summary.json",
                                                           "pytest.log"))
-    for stale in (junit, summary):
+    for stale in (junit, summary, reports_dir / REPORT_NAME):
         stale.unlink(missing_ok=True)
     (reports_dir / RUN_CONFIG).write_text(RUN_CONFIG_TEXT, encoding="utf-8")
     cmd = build_command(env_name, base=base, suites=chosen, keyword=keyword,

@@ -22,9 +22,14 @@ def assert_env_gone(client: docker.DockerClient, nodes: list[str], pids: list[in
     assert not root.exists()
 
 
-def module_env(base: Path, client: docker.DockerClient, nodes: int) -> Iterator[Environment]:
-    """Create, yield, destroy, and assert nothing of it is left (no process, container, file)."""
-    env = Environment.create(f"t{uuid.uuid4().hex[:8]}", nodes=nodes, base=base)
+def module_env(base: Path, client: docker.DockerClient, nodes: int,
+               schedulers: int = 0) -> Iterator[Environment]:
+    """Create, yield, destroy, and assert nothing of it is left (no process, container, file).
+
+    No scheduler replicas unless asked: most tests only need agents, and CI time counts.
+    """
+    env = Environment.create(f"t{uuid.uuid4().hex[:8]}", nodes=nodes, schedulers=schedulers,
+                             base=base)
     node_names = [c.node for c in env.state.agents()]
     pids = [p.pid for c in env.state.components.values() if (p := c.managed())]
     yield env
