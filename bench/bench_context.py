@@ -5,7 +5,8 @@
     the seed project's anchor of 500 ms per environment; target mean < 50 ms.
     Baseline (same run, interleaved): one bare OpenSession + CloseSession round
     trip on one node, i.e. the floor of any per-node session scheme.
-(b) `Environment.create(nodes=3)` (etcd, CoreDNS, 3 agents) and `destroy()` wall time.
+(b) `Environment.create(nodes=3, schedulers=0)` (etcd, CoreDNS, 3 agents, no scheduler)
+and `destroy()` wall time.
 (c) `--concurrency` (50) contexts in parallel threads, each creating one busybox
     container: wall time and this process's peak RSS (psutil, sampled every 10 ms).
     Baseline: the same containers in parallel through one pre-opened session per node.
@@ -196,7 +197,7 @@ def measure_create(base: Path, run_id: str, repeats: int) -> tuple[list[float], 
     for i in range(repeats):
         name = f"{run_id}-c{i}"
         t0 = time.perf_counter()
-        env = Environment.create(name, nodes=3, base=base)
+        env = Environment.create(name, nodes=3, schedulers=0, base=base)
         creates.append(time.perf_counter() - t0)
         destroys.append(timed(env.destroy))
     return creates, destroys
@@ -225,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with workdir(run_id) as root:
             t0 = time.perf_counter()
-            env = Environment.create(run_id, nodes=3, base=root)
+            env = Environment.create(run_id, nodes=3, schedulers=0, base=root)
             creates.append(time.perf_counter() - t0)
             try:
                 log("(a) empty contexts")

@@ -37,8 +37,10 @@ if TYPE_CHECKING:
     from driver.client import AgentClient
     from driver.env.context import TestContext
 
-# The system under test (adapter) and dynamic-client fixtures live with their concepts.
-pytest_plugins = ["driver.adapters.fixtures", "driver.dynamic.fixtures"]
+# The system under test (adapter), dynamic-client and report (scenario_metric) fixtures
+# live with their concepts.
+pytest_plugins = ["driver.adapters.fixtures", "driver.dynamic.fixtures",
+                  "driver.reports.summary"]
 
 # `agents` and `ctx` depend on `shakedown_env`, so it is in their closure; a project's
 # own fixture of the same name (which overrides ours) does not pull it in.

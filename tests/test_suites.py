@@ -19,13 +19,15 @@ from driver.suites.runner import SuiteRun, run_suites
 from tests.support.envs import module_env
 
 pytestmark = pytest.mark.docker
-SUITES = ["authentication", "basic_workflow", "discovery", "error_handling"]
+SUITES = ["async_execution", "authentication", "basic_workflow", "error_handling",
+          "performance", "reconciliation", "service_discovery"]
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, busybox_image: str,
         docker_client: docker.DockerClient) -> Iterator[Environment]:
-    yield from module_env(tmp_path_factory.mktemp("envs"), docker_client, nodes=2)
+    # The seven suites need the system under test: the reference scheduler, 2 replicas.
+    yield from module_env(tmp_path_factory.mktemp("envs"), docker_client, nodes=2, schedulers=2)
 
 
 def run(env: Environment, reports: Path, **kwargs: object) -> SuiteRun:
@@ -40,8 +42,9 @@ def junit_cases(path: Path) -> list[ET.Element]:
 
 def test_known_suites_and_unknown_name() -> None:
     assert known_suites() == SUITES
-    with pytest.raises(ValueError, match=r"unknown suite.*nope.*known: authentication, "
-                                         r"basic_workflow, discovery, error_handling"):
+    with pytest.raises(ValueError, match=r"unknown suite.*nope.*known: async_execution, "
+                                         r"authentication, basic_workflow, error_handling, "
+                                         r"performance, reconciliation, service_discovery"):
         run_suites("x", base=None, suites=["nope"], keyword=None, reports_dir=Path("/nonexistent"))
 
 
@@ -75,6 +78,16 @@ def test_all_suites_pass_with_reports(env: Environment, tmp_path: Path) -> None:
     # Per-node tests ran on every node of the environment.
     for node in env.inventory().names:
         assert any(f"[{node}]" in c.get("name", "") for c in cases), node
+
+    # The scenario report: seven scenarios, all passed, with the metrics they measure.
+    run_doc = json.loads((reports / "report.json").read_text())["testRun"]
+    assert [s["name"] for s in run_doc["scenarios"]] == SUITES
+    assert run_doc["summary"] == {"totalScenarios": 7, "passed": 7, "failed": 0,
+                                  "overallStatus": "passed"}
+    metrics = {s["name"]: s["metrics"] for s in run_doc["scenarios"]}
+    assert set(metrics["reconciliation"]["recover_s"]) >= {"stop", "kill", "remove", "p50", "max"}
+    assert metrics["performance"]["success_rate"] > 0.95
+    assert metrics["performance"]["throughput_per_min"] > 10
 
 
 def test_selection_by_suite_and_keyword(env: Environment, tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Suite discovery: every agent is found through CoreDNS, and `verify discovery` is clean.
+"""Suite service_discovery: agents and the system's replicas are found through CoreDNS, and
+`verify discovery` is clean.
 
 Agents register themselves (`_shakedown-agent._tcp.<domain>`, leased in etcd)
 once they serve, so the suite polls for the SRV answer with a deadline.
@@ -16,7 +17,7 @@ import pytest
 from driver.discovery.resolver import DiscoveryError, Endpoint, Resolver, parse_hostport
 from driver.verify.discovery import verify_discovery
 
-pytestmark = [pytest.mark.shakedown, pytest.mark.suite("discovery")]
+pytestmark = [pytest.mark.shakedown, pytest.mark.suite("service_discovery")]
 SERVICE = "shakedown-agent"
 DEADLINE_S = 30.0  # > the agents' registration retry interval and lease TTL
 
@@ -73,3 +74,29 @@ def test_verify_discovery_reports_no_errors(dns_env: Any) -> None:
                               certs=certs)
     assert report.ok, "\n".join(f"{f.code}: {f.message}" for f in report.errors)
     assert not report.errors
+
+
+def test_every_replica_of_the_system_is_returned(dns_env: Any, system: Any) -> None:
+    """Several replicas are all in the SRV answer, each one a replica that answers."""
+    endpoints = getattr(system, "endpoints", None)
+    components = getattr(getattr(dns_env, "state", None), "components", {})
+    running = {f"127.0.0.1:{c.ports['grpc']}" for c in components.values()
+               if getattr(c, "kind", "") == "scheduler" and c.managed() and c.managed().alive()}
+    if endpoints is None or not running:
+        pytest.skip("no replicated system API in this environment")
+    resolver = Resolver(dns_env.domain, parse_hostport(dns_env.dns, "dns"), order=("srv",))
+    deadline = time.monotonic() + DEADLINE_S
+    found: set[str] = set()
+    while time.monotonic() < deadline:
+        try:
+            found = {e.address for e in resolver.resolve("scheduler", fresh=True).endpoints}
+        except DiscoveryError:
+            found = set()
+        if found == running:
+            break
+        time.sleep(0.1)
+    assert found == running, f"SRV _scheduler._tcp: {sorted(found)}, running: {sorted(running)}"
+    assert len(found) >= 2 or len(running) < 2
+    report = verify_discovery(dns_env.dns, dns_env.etcd, dns_env.domain, service="scheduler",
+                              certs=getattr(dns_env, "paths", None) and dns_env.paths.certs)
+    assert report.ok, "\n".join(f"{f.code}: {f.message}" for f in report.errors)
