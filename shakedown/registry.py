@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -45,6 +46,7 @@ class Registration:
 
     def _keepalive(self) -> None:
         interval = max(self.lease_ttl / 3, 0.5)
+        refreshed = time.monotonic()
         while not self._stop.wait(interval):
             try:
                 assert self._lease is not None
@@ -55,10 +57,19 @@ class Registration:
                     log.warning("lease expired", extra={"fields": {"key": self.key}})
                     self.lost.set()
                     return
+                refreshed = time.monotonic()
             except Exception as exc:  # etcd briefly unreachable: try again next tick
                 log.warning(
                     "lease refresh failed", extra={"fields": {"key": self.key, "error": str(exc)}}
                 )
+                # Not refreshed for a whole TTL: etcd has expired the lease and the record
+                # with it, and this client may never recover ("failed node"). Say so, so
+                # the owner registers again on a fresh connection.
+                if time.monotonic() - refreshed > self.lease_ttl:
+                    log.warning("lease expired while etcd was unreachable",
+                                extra={"fields": {"key": self.key}})
+                    self.lost.set()
+                    return
 
     def deregister(self) -> None:
         self._stop.set()

@@ -15,6 +15,7 @@ already gone.
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 from collections.abc import Callable, Iterator
@@ -215,6 +216,35 @@ class Environment:
 
     def status(self) -> EnvStatus:
         return collect(self.paths, self.state)
+
+    def signal(self, component: str, sig: int) -> int:
+        """Send ``sig`` to one running component (suites' faults: SIGKILL a scheduler leader or
+        an agent, SIGSTOP etcd); returns its PID. ``revive()`` brings a killed one back."""
+        comp = self.state.components.get(component)
+        proc = comp.managed() if comp else None
+        if comp is None or proc is None or not proc.alive():
+            known = ", ".join(sorted(self.state.components))
+            raise EnvError(f"component {component!r} is not running (components: {known})")
+        os.kill(proc.pid, sig)
+        return proc.pid
+
+    def revive(self, component: str) -> bool:
+        """Start one component if it is down (after a fault). Clients are kept: gRPC
+        channels reconnect to the same port. True when it had to be started."""
+        comp = self.state.components.get(component)
+        if comp is None:
+            raise EnvError(f"no component {component!r} in environment {self.name}")
+        if local.is_running(comp):
+            return False
+        try:
+            local.start_component(self.paths, self.state, comp)
+        finally:
+            save_state(self.paths, self.state)
+        return True
+
+    def component_of(self, node: str) -> str | None:
+        """The component running the agent or scheduler replica named ``node``."""
+        return next((c.name for c in self.state.components.values() if c.node == node), None)
 
     def pids(self) -> dict[str, int]:
         """{component name: pid} of the components running now."""

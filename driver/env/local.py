@@ -175,6 +175,9 @@ def _scheduler_binary() -> Path:
                        "(needs Go) or set SHAKEDOWN_SCHEDULER, or use --schedulers 0") from None
 
 
+NODE_TIMEOUT_S = 10
+
+
 def _start_scheduler(binary: Path, paths: EnvPaths, state: EnvState,
                      comp: Component) -> ManagedProcess:
     port_file = paths.temp / f"{comp.name}.port"
@@ -190,6 +193,8 @@ def _start_scheduler(binary: Path, paths: EnvPaths, state: EnvState,
         "-domain", state.domain,
         "-principal", SCHEDULER_PRINCIPAL,
         "-port-file", str(port_file),
+        # A test environment: a node down for 10 s loses its replicas (default 30 s).
+        "-node-timeout", f"{NODE_TIMEOUT_S}s",
     ]
     proc = spawn(comp.name, argv, paths.log(comp.name), detach=True)
     try:

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
@@ -33,10 +34,19 @@ type Service struct {
 	Log    *slog.Logger
 }
 
+// StoreTimeout bounds the state-store calls of one request: with etcd frozen or
+// gone, the caller gets a clear UNAVAILABLE in seconds, not its own deadline.
+const StoreTimeout = 3 * time.Second
+
 // rpcError maps an internal error to a status, naming the field when bad input.
+// ctx is the request's own context (not the store call's, which StoreTimeout bounds).
 func rpcError(ctx context.Context, err error) error {
 	var fe *store.FieldError
 	switch {
+	case (errors.Is(err, context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded) &&
+		ctx.Err() == nil:
+		return status.Errorf(codes.Unavailable,
+			"state store (etcd) did not answer within %s: it is unavailable", StoreTimeout)
 	case errors.As(err, &fe):
 		_ = grpc.SetTrailer(ctx, metadata.Pairs(FieldMetadata, fe.Field))
 		return status.Error(codes.InvalidArgument, fe.Error())
@@ -51,7 +61,9 @@ func rpcError(ctx context.Context, err error) error {
 }
 
 func (s *Service) ApplyWorkload(ctx context.Context, req *schedulerv1.ApplyWorkloadRequest) (*schedulerv1.ApplyWorkloadResponse, error) {
-	rec, created, err := s.Store.Apply(ctx, req.GetSpec())
+	sctx, cancel := context.WithTimeout(ctx, StoreTimeout)
+	defer cancel()
+	rec, created, err := s.Store.Apply(sctx, req.GetSpec())
 	if err != nil {
 		return nil, rpcError(ctx, err)
 	}
@@ -61,11 +73,13 @@ func (s *Service) ApplyWorkload(ctx context.Context, req *schedulerv1.ApplyWorkl
 }
 
 func (s *Service) GetWorkload(ctx context.Context, req *schedulerv1.GetWorkloadRequest) (*schedulerv1.Workload, error) {
-	id, err := s.Store.Resolve(ctx, req.GetId(), req.GetName())
+	sctx, cancel := context.WithTimeout(ctx, StoreTimeout)
+	defer cancel()
+	id, err := s.Store.Resolve(sctx, req.GetId(), req.GetName())
 	if err != nil {
 		return nil, rpcError(ctx, err)
 	}
-	rec, reps, err := s.Store.Get(ctx, id)
+	rec, reps, err := s.Store.Get(sctx, id)
 	if err != nil {
 		return nil, rpcError(ctx, err)
 	}
@@ -73,7 +87,9 @@ func (s *Service) GetWorkload(ctx context.Context, req *schedulerv1.GetWorkloadR
 }
 
 func (s *Service) ListWorkloads(ctx context.Context, _ *schedulerv1.ListWorkloadsRequest) (*schedulerv1.ListWorkloadsResponse, error) {
-	recs, statuses, _, err := s.Store.List(ctx)
+	sctx, cancel := context.WithTimeout(ctx, StoreTimeout)
+	defer cancel()
+	recs, statuses, _, err := s.Store.List(sctx)
 	if err != nil {
 		return nil, rpcError(ctx, err)
 	}
@@ -85,11 +101,13 @@ func (s *Service) ListWorkloads(ctx context.Context, _ *schedulerv1.ListWorkload
 }
 
 func (s *Service) DeleteWorkload(ctx context.Context, req *schedulerv1.DeleteWorkloadRequest) (*schedulerv1.DeleteWorkloadResponse, error) {
-	id, err := s.Store.Resolve(ctx, req.GetId(), req.GetName())
+	sctx, cancel := context.WithTimeout(ctx, StoreTimeout)
+	defer cancel()
+	id, err := s.Store.Resolve(sctx, req.GetId(), req.GetName())
 	if err != nil {
 		return nil, rpcError(ctx, err)
 	}
-	if err := s.Store.Delete(ctx, id); err != nil {
+	if err := s.Store.Delete(sctx, id); err != nil {
 		return nil, rpcError(ctx, err)
 	}
 	s.Log.Info("workload deleted", "id", id, "principal", Principal(ctx))
@@ -97,11 +115,13 @@ func (s *Service) DeleteWorkload(ctx context.Context, req *schedulerv1.DeleteWor
 }
 
 func (s *Service) ListNodes(ctx context.Context, _ *schedulerv1.ListNodesRequest) (*schedulerv1.ListNodesResponse, error) {
-	nodes, err := s.Store.Nodes(ctx)
+	sctx, cancel := context.WithTimeout(ctx, StoreTimeout)
+	defer cancel()
+	nodes, err := s.Store.Nodes(sctx)
 	if err != nil {
 		return nil, rpcError(ctx, err)
 	}
-	out := &schedulerv1.ListNodesResponse{Leader: s.Leader(ctx)}
+	out := &schedulerv1.ListNodesResponse{Leader: s.Leader(sctx)}
 	for _, n := range nodes {
 		pn := &schedulerv1.Node{Name: n.Name, Address: n.Address, Health: schedulerv1.NodeHealth_NODE_HEALTH_UNREACHABLE,
 			Cpus: int32(n.NanoCPUs / 1e9), MemoryBytes: n.Memory, LastError: n.LastError, Registered: n.Registered}
