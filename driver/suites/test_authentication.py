@@ -7,6 +7,10 @@ environment's inventory (`NodeConfig.certs` / `.keys`).
 
 from __future__ import annotations
 
+import dataclasses
+import secrets
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -61,3 +65,42 @@ def test_scheduler_mtls_matrix(system: Any, shakedown_env: Any) -> None:
         assert not bad, f"{target}:\n" + "\n".join(bad)
         assert report.exit_code in (0, 2), (target, report.exit_code)
         assert any(c.expected == "accept" and c.verdict == "pass" for c in report.cases), target
+
+
+def test_scheduler_calls_to_agents_are_signed(system: Any, shakedown_env: Any,
+                                              tmp_path: Path) -> None:
+    """An agent whose keyring holds another secret for the scheduler refuses its calls,
+    and the scheduler reports that node failing, while the real nodes stay healthy."""
+    env = shakedown_env
+    if getattr(system, "endpoints", None) is None or not getattr(env, "etcd", None) \
+            or not hasattr(env, "paths"):
+        pytest.skip("needs a local environment running a system that calls agents")
+    from driver.control.process import spawn, wait_for
+    from driver.pki import issue_agent
+    from shakedown import keyring
+
+    name = f"{env.name}-rogue{secrets.token_hex(2)}"
+    cert, key = issue_agent(env.paths.certs, name, ["127.0.0.1", "localhost"])
+    ring = keyring.load(env.paths.keys)
+    forged = keyring.Keyring(tuple(dataclasses.replace(k, secret=secrets.token_bytes(32))
+                                   if k.principal == "scheduler" else k for k in ring.keys))
+    keys = tmp_path / "keys.json"
+    keyring.save(forged, keys)
+    port_file = tmp_path / "port"
+    proc = spawn(name, [sys.executable, "-m", "agent", "--name", name, "--listen", "127.0.0.1:0",
+                        "--certs", str(env.paths.certs), "--keys", str(keys),
+                        "--state-dir", str(tmp_path / "state"), "--port-file", str(port_file),
+                        "--register-etcd", env.etcd, "--register-domain", env.domain],
+                 tmp_path / "agent.log", detach=False)
+    try:
+        def refused() -> bool:
+            node = next((n for n in system.nodes() if n.name == name), None)
+            return node is not None and not node.healthy and (
+                "signature" in node.reason.lower() or "unauthenticated" in node.reason.lower())
+        wait_for(refused, 60, interval=0.5, what=f"the scheduler to report {name} refusing it")
+        real = {n.name: n.healthy for n in system.nodes() if n.name in env.inventory().names}
+        assert real and all(real.values()), real
+    finally:
+        proc.stop()
+        cert.unlink(missing_ok=True)
+        key.unlink(missing_ok=True)

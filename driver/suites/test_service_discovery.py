@@ -9,11 +9,13 @@ Skipped for an environment without DNS/etcd (e.g. an inventory of remote agents)
 from __future__ import annotations
 
 import dataclasses
+import signal
 import time
 from typing import Any
 
 import pytest
 
+from driver.control.process import wait_for
 from driver.discovery.resolver import DiscoveryError, Endpoint, Resolver, parse_hostport
 from driver.verify.discovery import verify_discovery
 
@@ -100,3 +102,22 @@ def test_every_replica_of_the_system_is_returned(dns_env: Any, system: Any) -> N
     report = verify_discovery(dns_env.dns, dns_env.etcd, dns_env.domain, service="scheduler",
                               certs=getattr(dns_env, "paths", None) and dns_env.paths.certs)
     assert report.ok, "\n".join(f"{f.code}: {f.message}" for f in report.errors)
+
+
+def test_static_fallback_while_coredns_is_down(dns_env: Any) -> None:
+    """With CoreDNS frozen, a resolver configured with a static list still finds every agent."""
+    if not hasattr(dns_env, "signal"):
+        pytest.skip("this environment cannot stop its components (not a local one)")
+    static = {SERVICE: sorted(n.address for n in dns_env.inventory().nodes)}
+    resolver = Resolver(dns_env.domain, parse_hostport(dns_env.dns, "dns"),
+                        order=("srv", "static"), static=static, timeout=1.0)
+    dns_env.signal("coredns", signal.SIGSTOP)
+    try:
+        res = resolver.resolve(SERVICE, fresh=True)
+    finally:
+        dns_env.signal("coredns", signal.SIGCONT)
+    assert res.path == "static", res.attempts
+    assert sorted(e.address for e in res.endpoints) == static[SERVICE]
+    assert [a.path for a in res.attempts] == ["srv", "static"] and not res.attempts[0].ok
+    # Once CoreDNS is back, SRV answers again.
+    wait_for(lambda: srv_endpoints(dns_env), DEADLINE_S, what="SRV answers after CoreDNS is back")
