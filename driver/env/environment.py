@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from driver.control.process import free_port
 from driver.env import local
 from driver.env.state import (
     EnvError,
@@ -241,6 +243,21 @@ class Environment:
         finally:
             save_state(self.paths, self.state)
         return True
+
+    def relaunch_on_new_port(self, component: str) -> int:
+        """SIGKILL a scheduler replica and start it again on a fresh port (its old record
+        is left to expire with its lease, as after a crash); returns the new gRPC port."""
+        comp = self.state.components.get(component)
+        if comp is None or comp.kind != "scheduler":
+            raise EnvError(f"{component!r}: only a scheduler replica can move ports")
+        if local.is_running(comp):
+            self.signal(component, signal.SIGKILL)
+            proc = comp.managed()
+            assert proc is not None
+            proc.stop(timeout=10)  # reaps it; already dead
+        comp.ports = {**comp.ports, "grpc": free_port(), "metrics": free_port()}
+        self.revive(component)
+        return comp.ports["grpc"]
 
     def component_of(self, node: str) -> str | None:
         """The component running the agent or scheduler replica named ``node``."""

@@ -121,3 +121,31 @@ def test_static_fallback_while_coredns_is_down(dns_env: Any) -> None:
     assert [a.path for a in res.attempts] == ["srv", "static"] and not res.attempts[0].ok
     # Once CoreDNS is back, SRV answers again.
     wait_for(lambda: srv_endpoints(dns_env), DEADLINE_S, what="SRV answers after CoreDNS is back")
+
+
+def test_a_replica_restarted_on_a_new_port_is_found_again(dns_env: Any, system: Any) -> None:
+    """A crashed replica restarted elsewhere: within the lease TTL, DNS gives the new port
+    and no longer the old one."""
+    if not hasattr(dns_env, "relaunch_on_new_port") or getattr(system, "endpoints", None) is None:
+        pytest.skip("this environment cannot restart its system's replicas")
+    comps = [c for c in dns_env.state.components.values() if c.kind == "scheduler"]
+    if not comps:
+        pytest.skip("no scheduler replica in this environment")
+    comp = comps[-1]
+    old = f"127.0.0.1:{comp.ports['grpc']}"
+    started = time.monotonic()
+    new = f"127.0.0.1:{dns_env.relaunch_on_new_port(comp.name)}"
+    resolver = Resolver(dns_env.domain, parse_hostport(dns_env.dns, "dns"), order=("srv",))
+
+    def moved() -> bool:
+        try:
+            found = {e.address for e in resolver.resolve("scheduler", fresh=True).endpoints}
+        except DiscoveryError:
+            return False
+        return new in found and old not in found
+    wait_for(moved, LEASE_S + 5, interval=0.2, what=f"SRV to move {old} -> {new}")
+    assert time.monotonic() - started <= LEASE_S + 5
+    assert new in system.endpoints()
+
+
+LEASE_S = 10.0  # the scheduler's etcd lease TTL
