@@ -282,13 +282,23 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         return pb.ListFaultsResponse(faults=self.faults.list(request.session_id))
 
     async def HealFault(self, request: pb.HealFaultRequest, context: _Ctx) -> pb.Fault:
-        return await self.faults.heal(fault_id(request.fault_id))
+        fid = fault_id(request.fault_id)
+        self._check_fault_owner(self.faults.session_of(fid))
+        return await self.faults.heal(fid)
+
+    def _check_fault_owner(self, session_id: str | None) -> None:
+        """A fault is its session's: only the session's principal (or an admin) heals it.
+        A session already gone leaves an orphan fault, which any admin may heal."""
+        if session_id and not self.sessions.is_ending(session_id):
+            self.sessions.get(session_id, _caller())
 
     async def HealAll(self, request: pb.HealAllRequest, context: _Ctx) -> pb.HealAllResponse:
         if request.session_id and request.all:
             raise InvalidArgument("give a session_id or all, not both", field="all")
         if request.session_id:
-            healed = await self.faults.heal_session(policy.session_id(request.session_id))
+            sid = policy.session_id(request.session_id)
+            self.sessions.get(sid, _caller())  # an unknown session is an error, not "nothing"
+            healed = await self.faults.heal_session(sid)
         elif request.all:
             healed = await self.faults.heal_all()
         else:

@@ -57,7 +57,8 @@ class Registration:
                     log.warning("lease expired", extra={"fields": {"key": self.key}})
                     self.lost.set()
                     return
-                refreshed = time.monotonic()
+                if responses:  # an empty answer proves nothing about the lease
+                    refreshed = time.monotonic()
             except Exception as exc:  # etcd briefly unreachable: try again next tick
                 log.warning(
                     "lease refresh failed", extra={"fields": {"key": self.key, "error": str(exc)}}

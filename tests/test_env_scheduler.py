@@ -49,8 +49,10 @@ def env(tmp_path_factory: pytest.TempPathFactory,
     env = Environment.load(name, base=base)  # the record as the last test left it
     nodes = [c.node for c in env.state.agents()]
     pids = list(env.pids().values())
-    assert len(pids) == 6  # etcd, coredns, 2 agents, 2 schedulers: all must go
-    env.destroy()
+    try:
+        assert len(pids) == 6  # etcd, coredns, 2 agents, 2 schedulers: all must go
+    finally:
+        env.destroy()  # whatever the count said: never leak an environment
     assert_env_gone(docker_client, nodes, pids, env.paths.root)
 
 

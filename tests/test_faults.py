@@ -187,9 +187,12 @@ def test_closing_the_session_or_its_duration_heals_a_partition(
 
 
 def test_observer_may_list_but_not_inject_or_heal(
-        agent_proc: AgentProcess, client: AgentClient) -> None:
+        agent_proc: AgentProcess, client: AgentClient, busybox_image: str) -> None:
     with client.open_session(ttl=30) as s, agent_proc.client("viewer") as viewer:
-        assert list_faults(viewer) is not None
+        target = s.run(ContainerSpec(busybox_image, ["sleep", "300"]))
+        fault = inject_fault(client, s, FaultSpec.pause(target.id))
+        assert [f.id for f in list_faults(viewer, s)] == [fault.id]  # the admin's fault
+        heal_fault(client, fault)
         with pytest.raises(PolicyError):
             inject_fault(viewer, s, FaultSpec.kill("nope"))
         with pytest.raises(PolicyError):

@@ -3,6 +3,7 @@ unique to this run, and the backgrounded agent is stopped by its PID."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -10,7 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import docker
+
 from driver.control.process import free_port, wait_for
+from tests.conftest import remove_run_containers
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -21,11 +25,13 @@ def walkthrough() -> str:
     return re.search(r"```sh\n(.*?)```", section, re.S).group(1)  # type: ignore[union-attr]
 
 
-def test_walkthrough_runs_as_written(tmp_path: Path, busybox_image: str, run_id: str) -> None:
+def test_walkthrough_runs_as_written(tmp_path: Path, busybox_image: str, run_id: str,
+                                     docker_client: docker.DockerClient) -> None:
     script = walkthrough()
     assert "shakedown-agent --name n1 --listen 127.0.0.1:7701" in script
     name, port = f"t{run_id}-readme", free_port()
     script = re.sub(r"\bn1\b", name, script).replace("7701", str(port))
+    script = re.sub(r"\bhello\b", f"{name}-hello", script)  # the container's name, too
     # The agent line ends in '&': remember its PID so the test stops it, and only it.
     script = script.replace(" &\n", " &\necho $! > agent.pid\n", 1)
     # The agent needs a moment to listen before step 4.
@@ -41,10 +47,12 @@ def test_walkthrough_runs_as_written(tmp_path: Path, busybox_image: str, run_id:
             code = subprocess.run(["bash", "walkthrough.sh"], cwd=tmp_path, env=env,
                                   timeout=240, stdout=o, stderr=e).returncode
     finally:
+        remove_run_containers(docker_client, name)  # only this agent's, if a step failed
         pid_file = tmp_path / "agent.pid"
         if pid_file.exists():
             pid = int(pid_file.read_text())
-            os.kill(pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
             wait_for(lambda: not Path(f"/proc/{pid}").exists()
                      or "zombie" in Path(f"/proc/{pid}/status").read_text().lower(), 20,
                      what="the walkthrough's agent to stop")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ from driver.client import AgentClient
 from shakedown import keyring
 from shakedown.secretfile import SecretFileError, read_secret
 from tests.support.agentproc import AgentProcess, make_pki, wait_for
+
+NAME = f"t{uuid.uuid4().hex[:8]}-sec"  # unique per run: a real agent may start
 
 
 def _secret(tmp_path: Path, mode: int) -> Path:
@@ -55,18 +58,18 @@ def test_keyring_load_refuses_a_readable_keyring(tmp_path: Path) -> None:
 
 
 def test_certs_init_writes_private_keys_0600(tmp_path: Path) -> None:
-    pki = make_pki(tmp_path / "certs", ("n1",))
-    keys = [pki.dir.ca_key, pki.dir.agent_key("n1"), pki.dir.client_key("driver"), pki.keys]
+    pki = make_pki(tmp_path / "certs", (NAME,))
+    keys = [pki.dir.ca_key, pki.dir.agent_key(NAME), pki.dir.client_key("driver"), pki.keys]
     assert {oct(k.stat().st_mode & 0o777) for k in keys} == {"0o600"}
 
 
 def _agent_cmd(pki_root: Path, keys: Path, tmp_path: Path) -> list[str]:
-    return [sys.executable, "-m", "agent", "--name", "n1", "--listen", "127.0.0.1:0",
+    return [sys.executable, "-m", "agent", "--name", NAME, "--listen", "127.0.0.1:0",
             "--certs", str(pki_root), "--keys", str(keys), "--state-dir", str(tmp_path / "st")]
 
 
 def test_agent_refuses_to_start_with_a_0644_keyring(tmp_path: Path) -> None:
-    pki = make_pki(tmp_path / "certs", ("n1",))
+    pki = make_pki(tmp_path / "certs", (NAME,))
     pki.keys.chmod(0o644)
     out = subprocess.run(_agent_cmd(pki.root, pki.keys, tmp_path), capture_output=True,
                          text=True, timeout=60)
@@ -75,8 +78,8 @@ def test_agent_refuses_to_start_with_a_0644_keyring(tmp_path: Path) -> None:
 
 
 def test_agent_refuses_to_start_with_a_readable_private_key(tmp_path: Path) -> None:
-    pki = make_pki(tmp_path / "certs", ("n1",))
-    key = pki.dir.agent_key("n1")
+    pki = make_pki(tmp_path / "certs", (NAME,))
+    key = pki.dir.agent_key(NAME)
     key.chmod(0o640)
     out = subprocess.run(_agent_cmd(pki.root, pki.keys, tmp_path), capture_output=True,
                          text=True, timeout=60)
@@ -85,7 +88,7 @@ def test_agent_refuses_to_start_with_a_readable_private_key(tmp_path: Path) -> N
 
 
 def test_driver_refuses_a_readable_client_key(tmp_path: Path) -> None:
-    pki = make_pki(tmp_path / "certs", ("n1",))
+    pki = make_pki(tmp_path / "certs", (NAME,))
     pki.dir.client_key("driver").chmod(0o644)
     with pytest.raises(PermissionError, match="permissions 0644 for client key"):
         AgentClient.from_certs_dir("127.0.0.1:1", pki.root, pki.keys)

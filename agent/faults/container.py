@@ -62,8 +62,13 @@ async def prepare(runtime: DockerRuntime, spec: pb.FaultSpec) -> Plan:
         container = await runtime.inspect(ref)
     except NotFound as exc:
         raise InvalidArgument(exc.reason, field=f"{FIELD}.container") from None
-    if spec.kind == pb.FAULT_KIND_PAUSE and container.state != pb.CONTAINER_STATE_RUNNING:
-        raise FailedPrecondition(f"container {ref!r} is not running: nothing to pause",
+    # Kill, stop and pause act on a running container; their undo starts (or unpauses) it,
+    # which for one already down would not be "exactly as before".
+    if spec.kind in (pb.FAULT_KIND_PAUSE, pb.FAULT_KIND_KILL, pb.FAULT_KIND_STOP) \
+            and container.state != pb.CONTAINER_STATE_RUNNING:
+        what = {pb.FAULT_KIND_PAUSE: "pause", pb.FAULT_KIND_KILL: "kill",
+                pb.FAULT_KIND_STOP: "stop"}[spec.kind]
+        raise FailedPrecondition(f"container {ref!r} is not running: nothing to {what}",
                                  field=f"{FIELD}.container")
     return Plan(spec.kind, container, signal, grace)
 

@@ -181,9 +181,15 @@ class FaultManager:
         fault.mechanism = container.MECHANISM
         entry = self._journaled(fault, plan.undo, session)
         try:
-            await container.apply(self.runtime, plan)
+            await _to_completion(container.apply(self.runtime, plan))
+        except asyncio.CancelledError:
+            await self._unwind(entry)  # the action did run (to its end): undo it
+            raise
         except BaseException:
-            await self._unwind(entry)
+            # One engine call that failed did nothing: undoing it would start or unpause
+            # a container the fault never touched.
+            self._active.pop(entry.fault.id, None)
+            self.journal.delete(entry.fault.id)
             raise
 
     async def _inject_partition(self, fault: pb.Fault, spec: pb.FaultSpec,
@@ -198,7 +204,7 @@ class FaultManager:
         async def record() -> None:
             self.journal.save(entry)
         try:
-            await partition.apply(plan, chain, entry.undo, record)
+            await _to_completion(partition.apply(plan, chain, entry.undo, record))
         except BaseException:
             await self._unwind(entry)  # no partial fault: earlier targets' chains go too
             raise
@@ -308,7 +314,25 @@ class FaultManager:
 
     # ------------------------------------------------------------ queries
 
+    def session_of(self, fault_id: str) -> str | None:
+        """The session an active fault belongs to (None: no such active fault)."""
+        entry = self._active.get(fault_id)
+        return entry.fault.session_id if entry else None
+
     def list(self, session_id: str = "") -> builtins.list[pb.Fault]:
         found = [e.fault for e in self._active.values()
                  if not session_id or e.fault.session_id == session_id]
         return sorted(found, key=lambda f: (f.started_at.ToNanoseconds(), f.id))
+
+
+async def _to_completion(work: Any) -> None:
+    """Run ``work``; if our caller is cancelled meanwhile (a client deadline), wait for the
+    engine call or iptables-restore already under way to end before re-raising, so that an
+    unwind sees what was really done, never a half-applied fault it cannot know of."""
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            await asyncio.wait({task})
+        raise

@@ -8,6 +8,7 @@ packet any chain drops is dropped) and heal independently.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 from collections.abc import Awaitable, Callable
@@ -54,6 +55,15 @@ async def _container(runtime: DockerRuntime, ref: str, field: str) -> pb.Contain
         return await runtime.inspect(ref)
     except NotFound as exc:
         raise InvalidArgument(exc.reason, field=field) from None
+
+
+def _host_namespaces() -> set[int]:
+    """The network namespaces of the agent and of init: the host's, never a target's."""
+    found = set()
+    for pid in ("self", "1"):
+        with contextlib.suppress(OSError):
+            found.add(os.stat(f"/proc/{pid}/ns/net").st_ino)
+    return found
 
 
 def _netns(pid: int) -> int:
@@ -103,6 +113,12 @@ async def prepare(runtime: DockerRuntime, spec: pb.FaultSpec) -> Plan:
             raise FailedPrecondition(f"container {g.target!r} is not running: it has no "
                                      "network namespace to partition", field=f"{where}.target")
         ns = _netns(box.pid)
+        if ns in _host_namespaces():
+            # A host-network container's namespace is the host's: rules there would cut the
+            # agent and every other workload off. Refused whatever the policy flags say.
+            raise FailedPrecondition(f"container {g.target!r} uses the host's network "
+                                     "namespace: a partition there would rewrite the host's "
+                                     "firewall", field=f"{where}.target")
         if ns in namespaces:
             raise InvalidArgument(f"container {g.target!r} shares its network namespace with "
                                   f"{namespaces[ns]!r}: name one of them", field=f"{where}.target")
@@ -132,8 +148,10 @@ async def prepare(runtime: DockerRuntime, spec: pb.FaultSpec) -> Plan:
                 raise FailedPrecondition(f"container {ref!r} has no IP address (not running, "
                                          "or on no network)", field=pfield)
             peers.update(f"{ip}/32" for ip in ips)
-        if peers & {f"{ip}/32" for ip in own}:
-            raise InvalidArgument("a target cannot drop its own address", field=f"{where}.peers")
+        nets = [ipaddress.ip_network(p, strict=False) for p in peers]
+        if any(ipaddress.ip_address(ip) in net for ip in own for net in nets):
+            raise InvalidArgument("a target cannot drop its own address (a peer range "
+                                  "includes it)", field=f"{where}.peers")
         targets.append(Target(box, sorted(peers)))
     return Plan(targets)
 

@@ -24,7 +24,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from driver.control.process import free_port
 from driver.env import local
 from driver.env.state import (
     EnvError,
@@ -144,8 +143,15 @@ class Environment:
                 continue
         return found
 
+    def _reload(self) -> None:
+        """Re-read the record: another process (a suite run, the CLI) may have restarted a
+        component since this object loaded it, and only the record knows its PID now."""
+        if self.paths.state.exists():
+            self.state = load_state(self.paths, self.name)
+
     def start(self, progress: Progress = _quiet) -> list[str]:
         """Start every component that is down; returns what was started."""
+        self._reload()
         if self.state.kind == "remote":
             return []
         started = []
@@ -163,6 +169,7 @@ class Environment:
 
     def stop(self, progress: Progress = _quiet) -> list[str]:
         """Stop every running component (agents first); data is kept."""
+        self._reload()
         stopped = []
         for comp in reversed(local.ordered(self.state)):
             if local.is_running(comp):
@@ -237,16 +244,23 @@ class Environment:
         if comp is None:
             raise EnvError(f"no component {component!r} in environment {self.name}")
         if local.is_running(comp):
+            proc = comp.managed()
+            if proc is not None and _stopped(proc.pid):  # frozen (SIGSTOP): thaw it
+                os.kill(proc.pid, signal.SIGCONT)
+                return True
             return False
+        port = comp.ports.get("grpc")
         try:
             local.start_component(self.paths, self.state, comp)
         finally:
             save_state(self.paths, self.state)
+        if comp.kind == "agent" and comp.ports.get("grpc") != port:
+            self._reset_clients()  # it had to move: the old clients point nowhere
         return True
 
     def relaunch_on_new_port(self, component: str) -> int:
-        """SIGKILL a scheduler replica and start it again on a fresh port (its old record
-        is left to expire with its lease, as after a crash); returns the new gRPC port."""
+        """SIGKILL a scheduler replica and start it again on another port (as after a crash:
+        its old record is replaced, or expires with its lease); returns the new gRPC port."""
         comp = self.state.components.get(component)
         if comp is None or comp.kind != "scheduler":
             raise EnvError(f"{component!r}: only a scheduler replica can move ports")
@@ -255,12 +269,21 @@ class Environment:
             proc = comp.managed()
             assert proc is not None
             proc.stop(timeout=10)  # reaps it; already dead
-        comp.ports = {**comp.ports, "grpc": free_port(), "metrics": free_port()}
-        self.revive(component)
+        old = comp.ports.get("grpc")
+        for _ in range(5):  # the kernel picks the port: rarely the old one again
+            self.revive(component)
+            if comp.ports["grpc"] != old:
+                break
+            self.signal(component, signal.SIGKILL)
+            proc = comp.managed()
+            assert proc is not None
+            proc.stop(timeout=10)
         return comp.ports["grpc"]
 
     def component_of(self, node: str) -> str | None:
         """The component running the agent or scheduler replica named ``node``."""
+        if not node:
+            return None
         return next((c.name for c in self.state.components.values() if c.node == node), None)
 
     def pids(self) -> dict[str, int]:
@@ -381,3 +404,12 @@ def _remove_dead_claim(client: Any, node: str) -> int:
 
 
 __all__ = ["EnvError", "EnvNotFound", "Environment", "remove_docker_resources"]
+
+
+def _stopped(pid: int) -> bool:
+    """The process is stopped (SIGSTOP): state T in /proc/PID/stat."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["T"]

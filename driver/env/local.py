@@ -73,6 +73,10 @@ def plan(paths: EnvPaths, state: EnvState, nodes: int, schedulers: int = 0) -> N
         state.components[f"scheduler-{i}"] = Component(
             f"scheduler-{i}", "scheduler", {"grpc": free_port(), "metrics": free_port()}, node=r
         )
+    write_env_inventory(paths, state)
+
+
+def write_env_inventory(paths: EnvPaths, state: EnvState) -> None:
     write_inventory(
         paths.inventory,
         [
@@ -84,7 +88,17 @@ def plan(paths: EnvPaths, state: EnvState, nodes: int, schedulers: int = 0) -> N
 
 
 def start_component(paths: EnvPaths, state: EnvState, comp: Component) -> None:
-    _start(paths, state, comp)
+    try:
+        _start(paths, state, comp)
+    except EnvError as exc:
+        # An agent's port is reserved when the environment is planned; while it was down,
+        # anything (an outgoing connection, a published container port) may have taken it.
+        # Move to a fresh port, and tell the inventory, rather than fail the start.
+        if comp.kind != "agent" or "address in use" not in str(exc):
+            raise
+        comp.ports = {**comp.ports, "grpc": free_port()}
+        write_env_inventory(paths, state)
+        _start(paths, state, comp)
     comp.stopped = False
 
 
@@ -180,31 +194,51 @@ NODE_TIMEOUT_S = 10
 
 def _start_scheduler(binary: Path, paths: EnvPaths, state: EnvState,
                      comp: Component) -> ManagedProcess:
+    # Both ports are the kernel's choice at each start, read back from port files: a port
+    # reserved at plan time can be taken by anyone before the start (it was, in CI). The
+    # replica registers its real port in discovery, which is how clients find it.
     port_file = paths.temp / f"{comp.name}.port"
-    port_file.unlink(missing_ok=True)
+    metrics_file = paths.temp / f"{comp.name}.metrics-port"
+    for f in (port_file, metrics_file):
+        f.unlink(missing_ok=True)
     assert state.etcd is not None
     argv = [
         str(binary),
         "-name", comp.node,
         "-certs", str(paths.certs),
-        "-listen", f"127.0.0.1:{comp.ports['grpc']}",
-        "-metrics", f"127.0.0.1:{comp.ports['metrics']}",
+        "-listen", "127.0.0.1:0",
+        "-metrics", "127.0.0.1:0",
         "-etcd", state.etcd,
         "-domain", state.domain,
         "-principal", SCHEDULER_PRINCIPAL,
         "-port-file", str(port_file),
+        "-metrics-port-file", str(metrics_file),
         # A test environment: a node down for 10 s loses its replicas (default 30 s).
         "-node-timeout", f"{NODE_TIMEOUT_S}s",
     ]
     proc = spawn(comp.name, argv, paths.log(comp.name), detach=True)
+
+    def serving() -> bool:
+        ports = [_read_port(f) for f in (port_file, metrics_file)]
+        if None in ports:
+            return False
+        comp.ports = {**comp.ports, "grpc": ports[0] or 0, "metrics": ports[1] or 0}
+        return scheduler_health(comp.ports["metrics"]) is None
+
     try:
-        # Serving gRPC (the port file is written after both listeners are up) and healthy.
-        proc.wait_ready(lambda: port_file.exists() and scheduler_health(comp.ports["metrics"])
-                        is None, 30, f"scheduler {comp.node} to serve")
+        proc.wait_ready(serving, 30, f"scheduler {comp.node} to serve")
     except RuntimeError:
         raise EnvError(f"scheduler {comp.node} exited during start: "
                        f"{_last_line(proc.log_tail())} (see {paths.log(comp.name)})") from None
     return proc
+
+
+def _read_port(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
 
 
 def _source_root() -> str:

@@ -127,7 +127,10 @@ def test_more_than_capacity_is_pending_with_a_reason(system: SystemAdapter,
                         and seen.replicas[0].last_error)
         wait_for(pending_with_reason, 30, what=f"{w.name} pending with a reason")
         assert not running(agents, system, w)  # nothing was started anyway
-        assert all(n.healthy for n in system.nodes())  # and the system did not fall over
+        # ... and the system did not fall over: the environment's own nodes stay healthy
+        # (a node another test made up and removed may still be listed as unreachable).
+        wait_for(lambda: all(n.healthy for n in system.nodes() if n.name in agents), 30,
+                 what="the environment's nodes healthy")
     finally:
         system.delete(w.name)
 
