@@ -28,8 +28,14 @@ def module_env(base: Path, client: docker.DockerClient, nodes: int,
 
     No scheduler replicas unless asked: most tests only need agents, and CI time counts.
     """
-    env = Environment.create(f"t{uuid.uuid4().hex[:8]}", nodes=nodes, schedulers=schedulers,
-                             base=base)
+    name = f"t{uuid.uuid4().hex[:8]}"
+    try:
+        env = Environment.create(name, nodes=nodes, schedulers=schedulers, base=base)
+    except BaseException:
+        # A start that failed halfway leaves what did start running: take it all down.
+        if (base / name / "env.json").exists():
+            Environment.load(name, base=base).destroy()
+        raise
     node_names = [c.node for c in env.state.agents()]
     pids = [p.pid for c in env.state.components.values() if (p := c.managed())]
     yield env
