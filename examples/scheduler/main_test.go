@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -69,15 +68,6 @@ func pki(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return dir
-}
-
-func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 type replica struct {
@@ -210,7 +200,7 @@ func TestTwoReplicasServeElectAndHandOver(t *testing.T) {
 	// Agents are learned from their discovery records: one nobody answers for is unreachable.
 	agents, _ := discovery.ServicePath(discovery.AgentService, domain)
 	t.Cleanup(func() { _, _ = ec.Delete(context.Background(), agents+"/", clientv3.WithPrefix()) })
-	if _, err := ec.Put(ctx, agents+"/ghost", fmt.Sprintf(`{"host":"127.0.0.1","port":%d,"priority":10,"weight":10,"ttl":10}`, freePort(t))); err != nil {
+	if _, err := ec.Put(ctx, agents+"/ghost", fmt.Sprintf(`{"host":"127.0.0.1","port":%d,"priority":10,"weight":10,"ttl":10}`, etcdtest.FreePort(t))); err != nil {
 		t.Fatal(err)
 	}
 	var ghost *schedulerv1.Node

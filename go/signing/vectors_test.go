@@ -90,6 +90,16 @@ func unhex(t *testing.T, s string) []byte {
 	return b
 }
 
+// lookup reads metadata the way gRPC's MD.Get does: every value of a key.
+func lookup(md map[string]string) func(string) []string {
+	return func(k string) []string {
+		if val, ok := md[k]; ok {
+			return []string{val}
+		}
+		return nil
+	}
+}
+
 func check(t *testing.T, file string) {
 	v := load(t, file)
 	for _, c := range v.Sign {
@@ -114,13 +124,7 @@ func check(t *testing.T, file string) {
 	}
 	for _, c := range v.Verify {
 		t.Run("verify/"+c.Name, func(t *testing.T) {
-			get := func(k string) []string {
-				if val, ok := c.Metadata[k]; ok {
-					return []string{val}
-				}
-				return nil
-			}
-			h, err := signing.ParseHeaders(get, v.Scheme)
+			h, err := signing.ParseHeaders(lookup(c.Metadata), v.Scheme)
 			ok := err == nil
 			if ok {
 				_, known := v.Keys[h.KeyID]
@@ -136,13 +140,7 @@ func check(t *testing.T, file string) {
 	}
 	for _, c := range v.Audience {
 		t.Run("audience/"+c.Name, func(t *testing.T) {
-			get := func(k string) []string {
-				if val, ok := c.Metadata[k]; ok {
-					return []string{val}
-				}
-				return nil
-			}
-			h, err := signing.ParseHeaders(get, v.Scheme)
+			h, err := signing.ParseHeaders(lookup(c.Metadata), v.Scheme)
 			ok := err == nil && signing.Matches(v.Scheme, secret(t, v, h.KeyID), c.Method,
 				unhex(t, c.BodyHex), h) && h.Audience == c.AgentName
 			if ok != c.Accept {
@@ -160,10 +158,7 @@ func check(t *testing.T, file string) {
 					}
 					return []string{*c.Value}
 				}
-				if val, ok := good[k]; ok {
-					return []string{val}
-				}
-				return nil
+				return lookup(good)(k)
 			}
 			if _, err := signing.ParseHeaders(get, v.Scheme); err == nil {
 				t.Fatalf("%s=%v accepted", c.Field, c.Value)

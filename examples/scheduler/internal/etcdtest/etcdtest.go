@@ -59,7 +59,8 @@ func (e *Etcd) Client(t *testing.T) *clientv3.Client {
 	return c
 }
 
-func freePort(t *testing.T) int {
+// FreePort is a loopback TCP port free at the time of asking.
+func FreePort(t *testing.T) int {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -70,8 +71,8 @@ func freePort(t *testing.T) int {
 
 func launch(t *testing.T, bin string) string {
 	dir := t.TempDir()
-	client := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
-	peer := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
+	client := fmt.Sprintf("http://127.0.0.1:%d", FreePort(t))
+	peer := fmt.Sprintf("http://127.0.0.1:%d", FreePort(t))
 	cmd := exec.Command(bin, "--name", "t", "--data-dir", filepath.Join(dir, "data"),
 		"--listen-client-urls", client, "--advertise-client-urls", client,
 		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
