@@ -29,6 +29,7 @@ POLICY_FLAGS = (
     ("allow-devices", "host devices"),
     ("allow-bind-mounts", "bind mounts of host paths (and volumes whose driver options bind one)"),
     ("allow-public-ports", "published ports on non-loopback addresses (0.0.0.0, ::, ...)"),
+    ("allow-proxy-bind", "fault proxies listening on non-loopback addresses (0.0.0.0, ...)"),
 )
 
 

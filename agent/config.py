@@ -21,6 +21,8 @@ class PolicyConfig:
     allow_bind_mounts: bool = False
     # Published ports on a non-loopback host address (0.0.0.0, ::, a LAN address).
     allow_public_ports: bool = False
+    # Fault proxies listening on a non-loopback address (reachable from other hosts).
+    allow_proxy_bind: bool = False
     # Registries images may come from (normalised: "docker.io", "ghcr.io",
     # "localhost:5000"); empty means any.
     allow_registries: tuple[str, ...] = ()

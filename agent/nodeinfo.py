@@ -7,12 +7,11 @@ so GetNodeInfo costs no engine round trip.
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.faults import netns
+from agent.faults import netem, netns
 
 CAP_NET_ADMIN = 12
 
@@ -61,13 +60,15 @@ def capabilities(cgroup_version: str = "") -> list[Capability]:
     found, detail = netns.available()
     netns_ok = found and net_admin
     caps.append(Capability("iptables-netns", netns_ok, f"{detail}; {why}" if found else detail))
-    tc = shutil.which("tc")
-    caps.append(Capability("netem", bool(tc) and net_admin,
-                           f"{tc} qdisc netem; {why}" if tc else "tc binary not found"))
-    caps.append(Capability("proxy", False, "no fault proxy in this agent yet"))
+    netem_ok, netem_why = netem.probe()
+    caps.append(Capability("netem", netem_ok and net_admin,
+                           f"{netem_why}; {why}" if netem_ok else netem_why))
+    caps.append(Capability("proxy", True, "asyncio TCP proxy in the agent, on loopback "
+                           "(other addresses need --allow-proxy-bind)"))
     caps.append(Capability("partition", netns_ok, "through iptables-netns" if netns_ok
                            else "needs iptables-netns"))
-    caps.append(Capability("latency", bool(tc), f"{tc}; {why}" if tc else "tc binary not found"))
+    caps.append(Capability("latency", True, "through proxy" + (", or netem" if netem_ok and
+                                                               net_admin else "")))
     return caps
 
 

@@ -51,6 +51,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         self.runtime = runtime
         self.sessions = sessions
         self.faults = faults or FaultManager(runtime, sessions, config.state_dir)
+        self.faults.allow_proxy_bind = config.policy.allow_proxy_bind
         self.version = version
         self.limits = CallLimits(config.max_long_calls_per_principal)
         self._node_info: tuple[Any, pb.NodeInfo] | None = None
@@ -86,6 +87,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                 allow_cap_add=p.allow_cap_add, allow_devices=p.allow_devices,
                 allow_bind_mounts=p.allow_bind_mounts, adopt_selectors=list(self.config.adopt),
                 allow_public_ports=p.allow_public_ports, allow_registries=list(p.allow_registries),
+                allow_proxy_bind=p.allow_proxy_bind,
             ),
         )
 
@@ -285,6 +287,11 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         fid = fault_id(request.fault_id)
         self._check_fault_owner(self.faults.session_of(fid))
         return await self.faults.heal(fid)
+
+    async def UpdateToxics(self, request: pb.UpdateToxicsRequest, context: _Ctx) -> pb.Fault:
+        fid = fault_id(request.fault_id)
+        self._check_fault_owner(self.faults.session_of(fid))
+        return await self.faults.update_toxics(fid, request.toxics)
 
     def _check_fault_owner(self, session_id: str | None) -> None:
         """A fault is its session's: only the session's principal (or an admin) heals it.

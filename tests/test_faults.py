@@ -166,7 +166,7 @@ def test_node_info_reports_the_fault_mechanisms(client: AgentClient) -> None:
     caps = {c.name: c for c in client.node_info().capabilities}
     assert caps["iptables-netns"].available and "nsenter" in caps["iptables-netns"].detail
     assert caps["partition"].available
-    assert not caps["proxy"].available and caps["proxy"].detail
+    assert caps["proxy"].available and caps["proxy"].detail
     assert "netem" in caps and caps["netem"].detail
 
 

@@ -23,14 +23,21 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from agent.faults import container, partition
+from agent.faults import container, netem, partition, proxyfault
+from agent.faults import toxics as tx
 from agent.faults.journal import Entry, Journal, Undo
 from agent.identity import Caller
 from agent.ownership import SessionInfo
 from agent.runtime import DockerRuntime
 from agent.sessions import SessionManager
 from shakedown.agent.v1 import agent_pb2 as pb
-from shakedown.errors import InvalidArgument, NotFound, ResourceExhausted, ShakedownError
+from shakedown.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    ShakedownError,
+)
 
 log = logging.getLogger(__name__)
 MAX_DURATION = 7 * 24 * 3600
@@ -55,7 +62,7 @@ def fault_id(value: str, field: str = "fault_id") -> str:
 def _kind(spec: pb.FaultSpec) -> pb.FaultKind.ValueType:
     if spec.kind == pb.FAULT_KIND_UNSPECIFIED or spec.kind not in pb.FaultKind.values():
         raise InvalidArgument("a fault kind is required (kill, stop, pause, restart, "
-                              "partition)", field="spec.kind")
+                              "partition, proxy)", field="spec.kind")
     if spec.duration_seconds < 0:
         raise InvalidArgument(f"duration must not be negative, got {spec.duration_seconds}",
                               field="spec.duration_seconds")
@@ -67,8 +74,11 @@ def _kind(spec: pb.FaultSpec) -> pb.FaultKind.ValueType:
 
 class FaultManager:
     def __init__(self, runtime: DockerRuntime, sessions: SessionManager,
-                 state_dir: Path | None = None, clock: Callable[[], float] = time.time) -> None:
+                 state_dir: Path | None = None, clock: Callable[[], float] = time.time,
+                 allow_proxy_bind: bool = False) -> None:
         self.runtime = runtime
+        self.allow_proxy_bind = allow_proxy_bind  # --allow-proxy-bind
+        self.proxies = proxyfault.Proxies()
         self.sessions = sessions
         self.journal = Journal(state_dir)
         self.clock = clock
@@ -115,14 +125,34 @@ class FaultManager:
                 except ShakedownError as exc:  # kept in the journal: the next start retries
                     log.error("cannot heal a fault left from before the restart: %s", exc,
                               extra={"fault": fid})
-            else:
+            elif await self._revive(entry):
                 self._arm(entry)
 
+    async def _revive(self, entry: Entry) -> bool:
+        """A live session's proxy died with the agent that ran it: listen again on the
+        same address (clients were pointed at it), or heal the fault, saying why."""
+        fault = entry.fault
+        if fault.kind != pb.FAULT_KIND_PROXY or fault.mechanism != "proxy":
+            return True  # the rest lives in the kernel or the engine: still there
+        try:
+            await proxyfault.revive(self.runtime, self.proxies, fault, self.allow_proxy_bind)
+        except ShakedownError as exc:
+            note = f"the proxy could not be re-created after the agent restarted: {exc}"
+            log.warning(note, extra={"fault": fault.id})
+            with contextlib.suppress(ShakedownError):
+                await self.heal(fault.id, note)
+            return False
+        self.journal.save(entry)
+        log.info("proxy re-created after the restart", extra={"fault": fault.id})
+        return True
+
     async def stop(self) -> None:
-        """Disarm timers; faults stay (journaled) and are taken up on the next start."""
+        """Disarm timers; faults stay (journaled) and are taken up on the next start.
+        Proxies stop listening (they live in this process): the next start re-creates them."""
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
+        await self.proxies.close_all()
 
     def _arm(self, entry: Entry) -> None:
         if not entry.fault.HasField("expires_at"):
@@ -158,6 +188,8 @@ class FaultManager:
         async with self._lock:
             if kind == pb.FAULT_KIND_PARTITION:
                 await self._inject_partition(fault, spec, session)
+            elif kind == pb.FAULT_KIND_PROXY:
+                await self._inject_proxy(fault, spec, session)
             else:
                 await self._inject_container(fault, spec, session)
             entry = self._active[fid]
@@ -208,6 +240,45 @@ class FaultManager:
         except BaseException:
             await self._unwind(entry)  # no partial fault: earlier targets' chains go too
             raise
+
+    async def _inject_proxy(self, fault: pb.Fault, spec: pb.FaultSpec,
+                            session: dict[str, Any]) -> None:
+        plan = await proxyfault.prepare(self.runtime, spec, self.allow_proxy_bind)
+        box = plan.container
+        fault.targets.append(box.id)
+        fault.mechanism = plan.mechanism
+        h = netem.handle(fault.id)
+        step = Undo("unproxy", box.id) if plan.mechanism == "proxy" else \
+            Undo("unnetem", box.id, chain=h, pid=box.pid)
+        fault.params.update(plan.params)
+        entry = self._journaled(fault, [step], session)
+        try:
+            if plan.mechanism == "proxy":
+                plan.bound = await self.proxies.start(fault.id, plan, plan.listen)
+                fault.params.update(plan.params)
+            else:
+                fault.params["qdisc"] = f"netem {h}: on " + ",".join(
+                    await _to_completion(netem.apply(box.pid, h, plan.toxics)))
+        except BaseException:
+            await self._unwind(entry)  # nothing left behind: no listener, no qdisc
+            raise
+
+    async def update_toxics(self, fault_id: str, toxics: Any) -> pb.Fault:
+        """Replace a live proxy's toxics (full state), for its existing connections too."""
+        found = tx.parse(toxics, "toxics")
+        async with self._lock:
+            entry = self._active.get(fault_id)
+            if entry is None:
+                raise NotFound(f"fault {fault_id!r} is not active", field="fault_id")
+            fault = entry.fault
+            if fault.kind != pb.FAULT_KIND_PROXY:
+                raise FailedPrecondition(f"fault {fault_id!r} is a "
+                                         f"{pb.FaultKind.Name(fault.kind)}, not a proxy",
+                                         field="fault_id")
+            await proxyfault.update(self.proxies, fault, entry.undo[0], toxics, found)
+            self.journal.save(entry)
+        log.info("toxics updated", extra={"fault": fault_id, "toxics": fault.params["toxics"]})
+        return fault
 
     def _journaled(self, fault: pb.Fault, undo: list[Undo],
                    session: dict[str, Any]) -> Entry:
@@ -265,6 +336,10 @@ class FaultManager:
                 text, owed = await partition.undo(self.runtime, step)
                 if owed:
                     self._pass_table(entry, step)
+            elif step.op == "unproxy":
+                text = await self.proxies.close(entry.fault.id)
+            elif step.op == "unnetem":
+                text = await netem.undo(self.runtime, step)
             else:
                 text = await container.undo(self.runtime, step)
             notes.append(f"{step.container[:12]}: {text}")
@@ -325,13 +400,13 @@ class FaultManager:
         return sorted(found, key=lambda f: (f.started_at.ToNanoseconds(), f.id))
 
 
-async def _to_completion(work: Any) -> None:
+async def _to_completion(work: Any) -> Any:
     """Run ``work``; if our caller is cancelled meanwhile (a client deadline), wait for the
     engine call or iptables-restore already under way to end before re-raising, so that an
     unwind sees what was really done, never a half-applied fault it cannot know of."""
     task = asyncio.ensure_future(work)
     try:
-        await asyncio.shield(task)
+        return await asyncio.shield(task)
     except asyncio.CancelledError:
         with contextlib.suppress(BaseException):
             await asyncio.wait({task})

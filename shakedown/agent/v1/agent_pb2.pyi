@@ -92,6 +92,10 @@ class _FaultKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FaultKind.V
     """Restart; nothing to undo, but it is recorded like every fault."""
     FAULT_KIND_PARTITION: _FaultKind.ValueType  # 5
     """Drop traffic between containers: iptables rules in each target's network namespace."""
+    FAULT_KIND_PROXY: _FaultKind.ValueType  # 6
+    """A TCP proxy on the agent's host in front of a container's port, with toxics
+    (latency, bandwidth, resets, ...); healing closes it and all its connections.
+    """
 
 class FaultKind(_FaultKind, metaclass=_FaultKindEnumTypeWrapper):
     """---------------------------------------------------------------- faults"""
@@ -107,6 +111,10 @@ FAULT_KIND_RESTART: FaultKind.ValueType  # 4
 """Restart; nothing to undo, but it is recorded like every fault."""
 FAULT_KIND_PARTITION: FaultKind.ValueType  # 5
 """Drop traffic between containers: iptables rules in each target's network namespace."""
+FAULT_KIND_PROXY: FaultKind.ValueType  # 6
+"""A TCP proxy on the agent's host in front of a container's port, with toxics
+(latency, bandwidth, resets, ...); healing closes it and all its connections.
+"""
 Global___FaultKind: _TypeAlias = FaultKind  # noqa: Y015
 
 @_typing.final
@@ -167,6 +175,7 @@ class Policy(_message.Message):
     ADOPT_SELECTORS_FIELD_NUMBER: _builtins.int
     ALLOW_PUBLIC_PORTS_FIELD_NUMBER: _builtins.int
     ALLOW_REGISTRIES_FIELD_NUMBER: _builtins.int
+    ALLOW_PROXY_BIND_FIELD_NUMBER: _builtins.int
     allow_privileged: _builtins.bool
     allow_host_network: _builtins.bool
     allow_host_pid: _builtins.bool
@@ -176,6 +185,8 @@ class Policy(_message.Message):
     allow_bind_mounts: _builtins.bool
     allow_public_ports: _builtins.bool
     """Published ports on non-loopback addresses."""
+    allow_proxy_bind: _builtins.bool
+    """Fault proxies listening beyond loopback (--allow-proxy-bind)."""
     @_builtins.property
     def adopt_selectors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Label selectors (key or key=value) of unmanaged containers the agent may act on."""
@@ -197,10 +208,11 @@ class Policy(_message.Message):
         adopt_selectors: _abc.Iterable[_builtins.str] | None = ...,
         allow_public_ports: _builtins.bool = ...,
         allow_registries: _abc.Iterable[_builtins.str] | None = ...,
+        allow_proxy_bind: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["adopt_selectors", b"adopt_selectors", "allow_bind_mounts", b"allow_bind_mounts", "allow_cap_add", b"allow_cap_add", "allow_devices", b"allow_devices", "allow_host_ipc", b"allow_host_ipc", "allow_host_network", b"allow_host_network", "allow_host_pid", b"allow_host_pid", "allow_privileged", b"allow_privileged", "allow_public_ports", b"allow_public_ports", "allow_registries", b"allow_registries"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adopt_selectors", b"adopt_selectors", "allow_bind_mounts", b"allow_bind_mounts", "allow_cap_add", b"allow_cap_add", "allow_devices", b"allow_devices", "allow_host_ipc", b"allow_host_ipc", "allow_host_network", b"allow_host_network", "allow_host_pid", b"allow_host_pid", "allow_privileged", b"allow_privileged", "allow_proxy_bind", b"allow_proxy_bind", "allow_public_ports", b"allow_public_ports", "allow_registries", b"allow_registries"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1830,6 +1842,141 @@ class PartitionFault(_message.Message):
 Global___PartitionFault: _TypeAlias = PartitionFault  # noqa: Y015
 
 @_typing.final
+class Toxic(_message.Message):
+    """One toxic of a proxy (Toxiproxy's model): what it does to the connections it
+    applies to. Only the parameters of its type may be set.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    DIRECTION_FIELD_NUMBER: _builtins.int
+    TOXICITY_FIELD_NUMBER: _builtins.int
+    LATENCY_MS_FIELD_NUMBER: _builtins.int
+    JITTER_MS_FIELD_NUMBER: _builtins.int
+    RATE_KBPS_FIELD_NUMBER: _builtins.int
+    DELAY_MS_FIELD_NUMBER: _builtins.int
+    TIMEOUT_MS_FIELD_NUMBER: _builtins.int
+    BYTES_FIELD_NUMBER: _builtins.int
+    AVERAGE_SIZE_FIELD_NUMBER: _builtins.int
+    SIZE_VARIATION_FIELD_NUMBER: _builtins.int
+    DELAY_US_FIELD_NUMBER: _builtins.int
+    PROBABILITY_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Unique within the proxy; default: the type (so one toxic of each type)."""
+    type: _builtins.str
+    """latency, bandwidth, slow_close, timeout, reset_peer, slicer, limit_data,
+    cut_after or loss.
+    """
+    direction: _builtins.str
+    """"upstream" (client to container), "downstream" (container to client; the
+    default, as in Toxiproxy) or "both".
+    """
+    toxicity: _builtins.float
+    """The share of connections it applies to, 0..1; unset: 1 (all). Each
+    connection draws once per toxic name.
+    """
+    latency_ms: _builtins.int
+    """latency: added to each chunk, plus a uniform jitter in [-jitter, +jitter]."""
+    jitter_ms: _builtins.int
+    rate_kbps: _builtins.int
+    """bandwidth: kilobytes per second."""
+    delay_ms: _builtins.int
+    """slow_close: how long a close (FIN) is held back."""
+    timeout_ms: _builtins.int
+    """timeout: stop forwarding; 0 forever, else close the connection after this.
+    reset_peer: send RST to both sides after this (0: at once). cut_after: close
+    both sides this long after the connection opened.
+    """
+    bytes: _builtins.int
+    """limit_data: close the connection once this many bytes went through."""
+    average_size: _builtins.int
+    """slicer: cut each chunk into slices of average_size +- size_variation bytes,
+    delay_us apart.
+    """
+    size_variation: _builtins.int
+    delay_us: _builtins.int
+    probability: _builtins.float
+    """loss: each chunk drops the connection with this probability (0..1)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        type: _builtins.str = ...,
+        direction: _builtins.str = ...,
+        toxicity: _builtins.float | None = ...,
+        latency_ms: _builtins.int = ...,
+        jitter_ms: _builtins.int = ...,
+        rate_kbps: _builtins.int = ...,
+        delay_ms: _builtins.int = ...,
+        timeout_ms: _builtins.int = ...,
+        bytes: _builtins.int = ...,
+        average_size: _builtins.int = ...,
+        size_variation: _builtins.int = ...,
+        delay_us: _builtins.int = ...,
+        probability: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_toxicity", b"_toxicity", "toxicity", b"toxicity"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_toxicity", b"_toxicity", "average_size", b"average_size", "bytes", b"bytes", "delay_ms", b"delay_ms", "delay_us", b"delay_us", "direction", b"direction", "jitter_ms", b"jitter_ms", "latency_ms", b"latency_ms", "name", b"name", "probability", b"probability", "rate_kbps", b"rate_kbps", "size_variation", b"size_variation", "timeout_ms", b"timeout_ms", "toxicity", b"toxicity", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__toxicity: _TypeAlias = _typing.Literal["toxicity"]  # noqa: Y015
+    _WhichOneofArgType__toxicity: _TypeAlias = _typing.Literal["_toxicity", b"_toxicity"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__toxicity) -> _WhichOneofReturnType__toxicity | None: ...
+
+Global___Toxic: _TypeAlias = Toxic  # noqa: Y015
+
+@_typing.final
+class ProxyFault(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTAINER_FIELD_NUMBER: _builtins.int
+    PORT_FIELD_NUMBER: _builtins.int
+    NETWORK_FIELD_NUMBER: _builtins.int
+    LISTEN_FIELD_NUMBER: _builtins.int
+    TOXICS_FIELD_NUMBER: _builtins.int
+    MECHANISM_FIELD_NUMBER: _builtins.int
+    container: _builtins.str
+    """Id, id prefix or name of a running managed or adopted container."""
+    port: _builtins.int
+    """The container's TCP port (1..65535) the proxy forwards to: at the container's
+    address on its network, else at the host port it is published on.
+    """
+    network: _builtins.str
+    """Which of the container's networks to reach it on; default its only one (or
+    the first by name).
+    """
+    listen: _builtins.str
+    """host:port the proxy listens on; default 127.0.0.1:0 (a port the kernel
+    chooses, reported in Fault.params["listen"]). A non-loopback address is
+    refused unless the agent runs with --allow-proxy-bind.
+    """
+    mechanism: _builtins.str
+    """"proxy" (default) or "netem": latency and loss as a kernel netem qdisc on the
+    container's interfaces (its egress, so downstream only), where the kernel has it.
+    """
+    @_builtins.property
+    def toxics(self) -> _containers.RepeatedCompositeFieldContainer[Global___Toxic]: ...
+    def __init__(
+        self,
+        *,
+        container: _builtins.str = ...,
+        port: _builtins.int = ...,
+        network: _builtins.str = ...,
+        listen: _builtins.str = ...,
+        toxics: _abc.Iterable[Global___Toxic] | None = ...,
+        mechanism: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container", b"container", "listen", b"listen", "mechanism", b"mechanism", "network", b"network", "port", b"port", "toxics", b"toxics"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProxyFault: _TypeAlias = ProxyFault  # noqa: Y015
+
+@_typing.final
 class FaultSpec(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1837,6 +1984,7 @@ class FaultSpec(_message.Message):
     CONTAINER_FIELD_NUMBER: _builtins.int
     PARTITION_FIELD_NUMBER: _builtins.int
     DURATION_SECONDS_FIELD_NUMBER: _builtins.int
+    PROXY_FIELD_NUMBER: _builtins.int
     kind: Global___FaultKind.ValueType
     duration_seconds: _builtins.int
     """Seconds until it heals itself; 0: until healed or its session ends."""
@@ -1848,6 +1996,10 @@ class FaultSpec(_message.Message):
     def partition(self) -> Global___PartitionFault:
         """For PARTITION."""
 
+    @_builtins.property
+    def proxy(self) -> Global___ProxyFault:
+        """For PROXY."""
+
     def __init__(
         self,
         *,
@@ -1855,10 +2007,11 @@ class FaultSpec(_message.Message):
         container: Global___ContainerFault | None = ...,
         partition: Global___PartitionFault | None = ...,
         duration_seconds: _builtins.int = ...,
+        proxy: Global___ProxyFault | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["container", b"container", "partition", b"partition"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["container", b"container", "partition", b"partition", "proxy", b"proxy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["container", b"container", "duration_seconds", b"duration_seconds", "kind", b"kind", "partition", b"partition"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container", b"container", "duration_seconds", b"duration_seconds", "kind", b"kind", "partition", b"partition", "proxy", b"proxy"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1928,7 +2081,9 @@ class Fault(_message.Message):
     kind: Global___FaultKind.ValueType
     session_id: _builtins.str
     mechanism: _builtins.str
-    """How it is applied: "docker-engine" or "iptables-netns"."""
+    """How it is applied: "docker-engine", "iptables-netns", "proxy" or "netem".
+    A PROXY fault's params["listen"] is the address to point a client at.
+    """
     healed: _builtins.bool
     heal_note: _builtins.str
     """What healing found, e.g. "container gone: nothing left to undo"."""
@@ -2078,3 +2233,28 @@ class HealAllResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___HealAllResponse: _TypeAlias = HealAllResponse  # noqa: Y015
+
+@_typing.final
+class UpdateToxicsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FAULT_ID_FIELD_NUMBER: _builtins.int
+    TOXICS_FIELD_NUMBER: _builtins.int
+    fault_id: _builtins.str
+    @_builtins.property
+    def toxics(self) -> _containers.RepeatedCompositeFieldContainer[Global___Toxic]:
+        """The proxy's toxics from now on (empty: none)."""
+
+    def __init__(
+        self,
+        *,
+        fault_id: _builtins.str = ...,
+        toxics: _abc.Iterable[Global___Toxic] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fault_id", b"fault_id", "toxics", b"toxics"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateToxicsRequest: _TypeAlias = UpdateToxicsRequest  # noqa: Y015

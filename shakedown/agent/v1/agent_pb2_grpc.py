@@ -179,6 +179,11 @@ class AgentStub:
                 request_serializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.HealAllRequest.SerializeToString,
                 response_deserializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.HealAllResponse.FromString,
                 _registered_method=True)
+        self.UpdateToxics = channel.unary_unary(
+                '/shakedown.agent.v1.Agent/UpdateToxics',
+                request_serializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.UpdateToxicsRequest.SerializeToString,
+                response_deserializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.Fault.FromString,
+                _registered_method=True)
 
 
 class AgentServicer:
@@ -369,6 +374,14 @@ class AgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateToxics(self, request, context):
+        """Replace a live PROXY fault's toxics with exactly these (full state, idempotent);
+        they apply to the proxy's existing connections too. Admins only, like InjectFault.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -516,6 +529,11 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.HealAll,
                     request_deserializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.HealAllRequest.FromString,
                     response_serializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.HealAllResponse.SerializeToString,
+            ),
+            'UpdateToxics': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateToxics,
+                    request_deserializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.UpdateToxicsRequest.FromString,
+                    response_serializer=shakedown_dot_agent_dot_v1_dot_agent__pb2.Fault.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1301,6 +1319,33 @@ class Agent:
             '/shakedown.agent.v1.Agent/HealAll',
             shakedown_dot_agent_dot_v1_dot_agent__pb2.HealAllRequest.SerializeToString,
             shakedown_dot_agent_dot_v1_dot_agent__pb2.HealAllResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateToxics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shakedown.agent.v1.Agent/UpdateToxics',
+            shakedown_dot_agent_dot_v1_dot_agent__pb2.UpdateToxicsRequest.SerializeToString,
+            shakedown_dot_agent_dot_v1_dot_agent__pb2.Fault.FromString,
             options,
             channel_credentials,
             insecure,

@@ -81,6 +81,10 @@ class AgentStub:
     ListFaults: _grpc.UnaryUnaryMultiCallable[_agent_pb2.ListFaultsRequest, _agent_pb2.ListFaultsResponse]
     HealFault: _grpc.UnaryUnaryMultiCallable[_agent_pb2.HealFaultRequest, _agent_pb2.Fault]
     HealAll: _grpc.UnaryUnaryMultiCallable[_agent_pb2.HealAllRequest, _agent_pb2.HealAllResponse]
+    UpdateToxics: _grpc.UnaryUnaryMultiCallable[_agent_pb2.UpdateToxicsRequest, _agent_pb2.Fault]
+    """Replace a live PROXY fault's toxics with exactly these (full state, idempotent);
+    they apply to the proxy's existing connections too. Admins only, like InjectFault.
+    """
 
 @_typing.type_check_only
 class AgentAsyncStub(AgentStub):
@@ -128,6 +132,10 @@ class AgentAsyncStub(AgentStub):
     ListFaults: _aio.UnaryUnaryMultiCallable[_agent_pb2.ListFaultsRequest, _agent_pb2.ListFaultsResponse]  # type: ignore[assignment]
     HealFault: _aio.UnaryUnaryMultiCallable[_agent_pb2.HealFaultRequest, _agent_pb2.Fault]  # type: ignore[assignment]
     HealAll: _aio.UnaryUnaryMultiCallable[_agent_pb2.HealAllRequest, _agent_pb2.HealAllResponse]  # type: ignore[assignment]
+    UpdateToxics: _aio.UnaryUnaryMultiCallable[_agent_pb2.UpdateToxicsRequest, _agent_pb2.Fault]  # type: ignore[assignment]
+    """Replace a live PROXY fault's toxics with exactly these (full state, idempotent);
+    they apply to the proxy's existing connections too. Admins only, like InjectFault.
+    """
 
 class AgentServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -346,5 +354,15 @@ class AgentServicer(metaclass=_abc_1.ABCMeta):
         request: _agent_pb2.HealAllRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_agent_pb2.HealAllResponse, _abc.Awaitable[_agent_pb2.HealAllResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateToxics(
+        self,
+        request: _agent_pb2.UpdateToxicsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agent_pb2.Fault, _abc.Awaitable[_agent_pb2.Fault]]:
+        """Replace a live PROXY fault's toxics with exactly these (full state, idempotent);
+        they apply to the proxy's existing connections too. Admins only, like InjectFault.
+        """
 
 def add_AgentServicer_to_server(servicer: AgentServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -160,6 +160,9 @@ const (
 	FaultKind_FAULT_KIND_RESTART FaultKind = 4
 	// Drop traffic between containers: iptables rules in each target's network namespace.
 	FaultKind_FAULT_KIND_PARTITION FaultKind = 5
+	// A TCP proxy on the agent's host in front of a container's port, with toxics
+	// (latency, bandwidth, resets, ...); healing closes it and all its connections.
+	FaultKind_FAULT_KIND_PROXY FaultKind = 6
 )
 
 // Enum value maps for FaultKind.
@@ -171,6 +174,7 @@ var (
 		3: "FAULT_KIND_PAUSE",
 		4: "FAULT_KIND_RESTART",
 		5: "FAULT_KIND_PARTITION",
+		6: "FAULT_KIND_PROXY",
 	}
 	FaultKind_value = map[string]int32{
 		"FAULT_KIND_UNSPECIFIED": 0,
@@ -179,6 +183,7 @@ var (
 		"FAULT_KIND_PAUSE":       3,
 		"FAULT_KIND_RESTART":     4,
 		"FAULT_KIND_PARTITION":   5,
+		"FAULT_KIND_PROXY":       6,
 	}
 )
 
@@ -424,8 +429,10 @@ type Policy struct {
 	AllowPublicPorts bool `protobuf:"varint,9,opt,name=allow_public_ports,json=allowPublicPorts,proto3" json:"allow_public_ports,omitempty"`
 	// Registries images may come from (normalised, e.g. "docker.io"); empty: any.
 	AllowRegistries []string `protobuf:"bytes,10,rep,name=allow_registries,json=allowRegistries,proto3" json:"allow_registries,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Fault proxies listening beyond loopback (--allow-proxy-bind).
+	AllowProxyBind bool `protobuf:"varint,11,opt,name=allow_proxy_bind,json=allowProxyBind,proto3" json:"allow_proxy_bind,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Policy) Reset() {
@@ -526,6 +533,13 @@ func (x *Policy) GetAllowRegistries() []string {
 		return x.AllowRegistries
 	}
 	return nil
+}
+
+func (x *Policy) GetAllowProxyBind() bool {
+	if x != nil {
+		return x.AllowProxyBind
+	}
+	return false
 }
 
 type NodeInfo struct {
@@ -3626,6 +3640,267 @@ func (x *PartitionFault) GetGrudges() []*Grudge {
 	return nil
 }
 
+// One toxic of a proxy (Toxiproxy's model): what it does to the connections it
+// applies to. Only the parameters of its type may be set.
+type Toxic struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Unique within the proxy; default: the type (so one toxic of each type).
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// latency, bandwidth, slow_close, timeout, reset_peer, slicer, limit_data,
+	// cut_after or loss.
+	Type string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	// "upstream" (client to container), "downstream" (container to client; the
+	// default, as in Toxiproxy) or "both".
+	Direction string `protobuf:"bytes,3,opt,name=direction,proto3" json:"direction,omitempty"`
+	// The share of connections it applies to, 0..1; unset: 1 (all). Each
+	// connection draws once per toxic name.
+	Toxicity *float64 `protobuf:"fixed64,4,opt,name=toxicity,proto3,oneof" json:"toxicity,omitempty"`
+	// latency: added to each chunk, plus a uniform jitter in [-jitter, +jitter].
+	LatencyMs int64 `protobuf:"varint,5,opt,name=latency_ms,json=latencyMs,proto3" json:"latency_ms,omitempty"`
+	JitterMs  int64 `protobuf:"varint,6,opt,name=jitter_ms,json=jitterMs,proto3" json:"jitter_ms,omitempty"`
+	// bandwidth: kilobytes per second.
+	RateKbps int64 `protobuf:"varint,7,opt,name=rate_kbps,json=rateKbps,proto3" json:"rate_kbps,omitempty"`
+	// slow_close: how long a close (FIN) is held back.
+	DelayMs int64 `protobuf:"varint,8,opt,name=delay_ms,json=delayMs,proto3" json:"delay_ms,omitempty"`
+	// timeout: stop forwarding; 0 forever, else close the connection after this.
+	// reset_peer: send RST to both sides after this (0: at once). cut_after: close
+	// both sides this long after the connection opened.
+	TimeoutMs int64 `protobuf:"varint,9,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	// limit_data: close the connection once this many bytes went through.
+	Bytes int64 `protobuf:"varint,10,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// slicer: cut each chunk into slices of average_size +- size_variation bytes,
+	// delay_us apart.
+	AverageSize   int64 `protobuf:"varint,11,opt,name=average_size,json=averageSize,proto3" json:"average_size,omitempty"`
+	SizeVariation int64 `protobuf:"varint,12,opt,name=size_variation,json=sizeVariation,proto3" json:"size_variation,omitempty"`
+	DelayUs       int64 `protobuf:"varint,13,opt,name=delay_us,json=delayUs,proto3" json:"delay_us,omitempty"`
+	// loss: each chunk drops the connection with this probability (0..1).
+	Probability   float64 `protobuf:"fixed64,14,opt,name=probability,proto3" json:"probability,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Toxic) Reset() {
+	*x = Toxic{}
+	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Toxic) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Toxic) ProtoMessage() {}
+
+func (x *Toxic) ProtoReflect() protoreflect.Message {
+	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Toxic.ProtoReflect.Descriptor instead.
+func (*Toxic) Descriptor() ([]byte, []int) {
+	return file_shakedown_agent_v1_agent_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *Toxic) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Toxic) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *Toxic) GetDirection() string {
+	if x != nil {
+		return x.Direction
+	}
+	return ""
+}
+
+func (x *Toxic) GetToxicity() float64 {
+	if x != nil && x.Toxicity != nil {
+		return *x.Toxicity
+	}
+	return 0
+}
+
+func (x *Toxic) GetLatencyMs() int64 {
+	if x != nil {
+		return x.LatencyMs
+	}
+	return 0
+}
+
+func (x *Toxic) GetJitterMs() int64 {
+	if x != nil {
+		return x.JitterMs
+	}
+	return 0
+}
+
+func (x *Toxic) GetRateKbps() int64 {
+	if x != nil {
+		return x.RateKbps
+	}
+	return 0
+}
+
+func (x *Toxic) GetDelayMs() int64 {
+	if x != nil {
+		return x.DelayMs
+	}
+	return 0
+}
+
+func (x *Toxic) GetTimeoutMs() int64 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
+func (x *Toxic) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *Toxic) GetAverageSize() int64 {
+	if x != nil {
+		return x.AverageSize
+	}
+	return 0
+}
+
+func (x *Toxic) GetSizeVariation() int64 {
+	if x != nil {
+		return x.SizeVariation
+	}
+	return 0
+}
+
+func (x *Toxic) GetDelayUs() int64 {
+	if x != nil {
+		return x.DelayUs
+	}
+	return 0
+}
+
+func (x *Toxic) GetProbability() float64 {
+	if x != nil {
+		return x.Probability
+	}
+	return 0
+}
+
+type ProxyFault struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Id, id prefix or name of a running managed or adopted container.
+	Container string `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
+	// The container's TCP port (1..65535) the proxy forwards to: at the container's
+	// address on its network, else at the host port it is published on.
+	Port int32 `protobuf:"varint,2,opt,name=port,proto3" json:"port,omitempty"`
+	// Which of the container's networks to reach it on; default its only one (or
+	// the first by name).
+	Network string `protobuf:"bytes,3,opt,name=network,proto3" json:"network,omitempty"`
+	// host:port the proxy listens on; default 127.0.0.1:0 (a port the kernel
+	// chooses, reported in Fault.params["listen"]). A non-loopback address is
+	// refused unless the agent runs with --allow-proxy-bind.
+	Listen string   `protobuf:"bytes,4,opt,name=listen,proto3" json:"listen,omitempty"`
+	Toxics []*Toxic `protobuf:"bytes,5,rep,name=toxics,proto3" json:"toxics,omitempty"`
+	// "proxy" (default) or "netem": latency and loss as a kernel netem qdisc on the
+	// container's interfaces (its egress, so downstream only), where the kernel has it.
+	Mechanism     string `protobuf:"bytes,6,opt,name=mechanism,proto3" json:"mechanism,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProxyFault) Reset() {
+	*x = ProxyFault{}
+	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProxyFault) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProxyFault) ProtoMessage() {}
+
+func (x *ProxyFault) ProtoReflect() protoreflect.Message {
+	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProxyFault.ProtoReflect.Descriptor instead.
+func (*ProxyFault) Descriptor() ([]byte, []int) {
+	return file_shakedown_agent_v1_agent_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *ProxyFault) GetContainer() string {
+	if x != nil {
+		return x.Container
+	}
+	return ""
+}
+
+func (x *ProxyFault) GetPort() int32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *ProxyFault) GetNetwork() string {
+	if x != nil {
+		return x.Network
+	}
+	return ""
+}
+
+func (x *ProxyFault) GetListen() string {
+	if x != nil {
+		return x.Listen
+	}
+	return ""
+}
+
+func (x *ProxyFault) GetToxics() []*Toxic {
+	if x != nil {
+		return x.Toxics
+	}
+	return nil
+}
+
+func (x *ProxyFault) GetMechanism() string {
+	if x != nil {
+		return x.Mechanism
+	}
+	return ""
+}
+
 type FaultSpec struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Kind  FaultKind              `protobuf:"varint,1,opt,name=kind,proto3,enum=shakedown.agent.v1.FaultKind" json:"kind,omitempty"`
@@ -3635,13 +3910,15 @@ type FaultSpec struct {
 	Partition *PartitionFault `protobuf:"bytes,3,opt,name=partition,proto3" json:"partition,omitempty"`
 	// Seconds until it heals itself; 0: until healed or its session ends.
 	DurationSeconds int32 `protobuf:"varint,4,opt,name=duration_seconds,json=durationSeconds,proto3" json:"duration_seconds,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// For PROXY.
+	Proxy         *ProxyFault `protobuf:"bytes,5,opt,name=proxy,proto3" json:"proxy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FaultSpec) Reset() {
 	*x = FaultSpec{}
-	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[49]
+	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3653,7 +3930,7 @@ func (x *FaultSpec) String() string {
 func (*FaultSpec) ProtoMessage() {}
 
 func (x *FaultSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[49]
+	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3666,7 +3943,7 @@ func (x *FaultSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FaultSpec.ProtoReflect.Descriptor instead.
 func (*FaultSpec) Descriptor() ([]byte, []int) {
-	return file_shakedown_agent_v1_agent_proto_rawDescGZIP(), []int{49}
+	return file_shakedown_agent_v1_agent_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *FaultSpec) GetKind() FaultKind {
@@ -3697,6 +3974,13 @@ func (x *FaultSpec) GetDurationSeconds() int32 {
 	return 0
 }
 
+func (x *FaultSpec) GetProxy() *ProxyFault {
+	if x != nil {
+		return x.Proxy
+	}
+	return nil
+}
+
 type InjectFaultRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The owning session; required. Its end heals the fault.
@@ -3708,7 +3992,7 @@ type InjectFaultRequest struct {
 
 func (x *InjectFaultRequest) Reset() {
 	*x = InjectFaultRequest{}
-	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[50]
+	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3720,7 +4004,7 @@ func (x *InjectFaultRequest) String() string {
 func (*InjectFaultRequest) ProtoMessage() {}
 
 func (x *InjectFaultRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[50]
+	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3733,7 +4017,7 @@ func (x *InjectFaultRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InjectFaultRequest.ProtoReflect.Descriptor instead.
 func (*InjectFaultRequest) Descriptor() ([]byte, []int) {
-	return file_shakedown_agent_v1_agent_proto_rawDescGZIP(), []int{50}
+	return file_shakedown_agent_v1_agent_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *InjectFaultRequest) GetSessionId() string {
@@ -3762,7 +4046,8 @@ type Fault struct {
 	StartedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
 	// Unset: until healed or its session ends.
 	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
-	// How it is applied: "docker-engine" or "iptables-netns".
+	// How it is applied: "docker-engine", "iptables-netns", "proxy" or "netem".
+	// A PROXY fault's params["listen"] is the address to point a client at.
 	Mechanism string                 `protobuf:"bytes,8,opt,name=mechanism,proto3" json:"mechanism,omitempty"`
 	Healed    bool                   `protobuf:"varint,9,opt,name=healed,proto3" json:"healed,omitempty"`
 	HealedAt  *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=healed_at,json=healedAt,proto3" json:"healed_at,omitempty"`
@@ -3776,7 +4061,7 @@ type Fault struct {
 
 func (x *Fault) Reset() {
 	*x = Fault{}
-	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[51]
+	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3788,7 +4073,7 @@ func (x *Fault) String() string {
 func (*Fault) ProtoMessage() {}
 
 func (x *Fault) ProtoReflect() protoreflect.Message {
-	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[51]
+	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3801,7 +4086,7 @@ func (x *Fault) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fault.ProtoReflect.Descriptor instead.
 func (*Fault) Descriptor() ([]byte, []int) {
-	return file_shakedown_agent_v1_agent_proto_rawDescGZIP(), []int{51}
+	return file_shakedown_agent_v1_agent_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *Fault) GetId() string {
@@ -3898,7 +4183,7 @@ type ListFaultsRequest struct {
 
 func (x *ListFaultsRequest) Reset() {
 	*x = ListFaultsRequest{}
-	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[52]
+	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3910,7 +4195,7 @@ func (x *ListFaultsRequest) String() string {
 func (*ListFaultsRequest) ProtoMessage() {}
 
 func (x *ListFaultsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[52]
+	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3923,7 +4208,7 @@ func (x *ListFaultsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFaultsRequest.ProtoReflect.Descriptor instead.
 func (*ListFaultsRequest) Descriptor() ([]byte, []int) {
-	return file_shakedown_agent_v1_agent_proto_rawDescGZIP(), []int{52}
+	return file_shakedown_agent_v1_agent_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ListFaultsRequest) GetSessionId() string {
@@ -3942,7 +4227,7 @@ type ListFaultsResponse struct {
 
 func (x *ListFaultsResponse) Reset() {
 	*x = ListFaultsResponse{}
-	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[53]
+	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3954,7 +4239,7 @@ func (x *ListFaultsResponse) String() string {
 func (*ListFaultsResponse) ProtoMessage() {}
 
 func (x *ListFaultsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[53]
+	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3967,7 +4252,7 @@ func (x *ListFaultsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFaultsResponse.ProtoReflect.Descriptor instead.
 func (*ListFaultsResponse) Descriptor() ([]byte, []int) {
-	return file_shakedown_agent_v1_agent_proto_rawDescGZIP(), []int{53}
+	return file_shakedown_agent_v1_agent_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ListFaultsResponse) GetFaults() []*Fault {
@@ -3986,7 +4271,7 @@ type HealFaultRequest struct {
 
 func (x *HealFaultRequest) Reset() {
 	*x = HealFaultRequest{}
-	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[54]
+	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3998,7 +4283,7 @@ func (x *HealFaultRequest) String() string {
 func (*HealFaultRequest) ProtoMessage() {}
 
 func (x *HealFaultRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[54]
+	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4011,7 +4296,7 @@ func (x *HealFaultRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealFaultRequest.ProtoReflect.Descriptor instead.
 func (*HealFaultRequest) Descriptor() ([]byte, []int) {
-	return file_shakedown_agent_v1_agent_proto_rawDescGZIP(), []int{54}
+	return file_shakedown_agent_v1_agent_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *HealFaultRequest) GetFaultId() string {
@@ -4033,7 +4318,7 @@ type HealAllRequest struct {
 
 func (x *HealAllRequest) Reset() {
 	*x = HealAllRequest{}
-	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[55]
+	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4045,7 +4330,7 @@ func (x *HealAllRequest) String() string {
 func (*HealAllRequest) ProtoMessage() {}
 
 func (x *HealAllRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[55]
+	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4058,7 +4343,7 @@ func (x *HealAllRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealAllRequest.ProtoReflect.Descriptor instead.
 func (*HealAllRequest) Descriptor() ([]byte, []int) {
-	return file_shakedown_agent_v1_agent_proto_rawDescGZIP(), []int{55}
+	return file_shakedown_agent_v1_agent_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *HealAllRequest) GetSessionId() string {
@@ -4084,7 +4369,7 @@ type HealAllResponse struct {
 
 func (x *HealAllResponse) Reset() {
 	*x = HealAllResponse{}
-	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[56]
+	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4096,7 +4381,7 @@ func (x *HealAllResponse) String() string {
 func (*HealAllResponse) ProtoMessage() {}
 
 func (x *HealAllResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[56]
+	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4109,12 +4394,65 @@ func (x *HealAllResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealAllResponse.ProtoReflect.Descriptor instead.
 func (*HealAllResponse) Descriptor() ([]byte, []int) {
-	return file_shakedown_agent_v1_agent_proto_rawDescGZIP(), []int{56}
+	return file_shakedown_agent_v1_agent_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *HealAllResponse) GetHealed() []*Fault {
 	if x != nil {
 		return x.Healed
+	}
+	return nil
+}
+
+type UpdateToxicsRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	FaultId string                 `protobuf:"bytes,1,opt,name=fault_id,json=faultId,proto3" json:"fault_id,omitempty"`
+	// The proxy's toxics from now on (empty: none).
+	Toxics        []*Toxic `protobuf:"bytes,2,rep,name=toxics,proto3" json:"toxics,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateToxicsRequest) Reset() {
+	*x = UpdateToxicsRequest{}
+	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateToxicsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateToxicsRequest) ProtoMessage() {}
+
+func (x *UpdateToxicsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shakedown_agent_v1_agent_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateToxicsRequest.ProtoReflect.Descriptor instead.
+func (*UpdateToxicsRequest) Descriptor() ([]byte, []int) {
+	return file_shakedown_agent_v1_agent_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *UpdateToxicsRequest) GetFaultId() string {
+	if x != nil {
+		return x.FaultId
+	}
+	return ""
+}
+
+func (x *UpdateToxicsRequest) GetToxics() []*Toxic {
+	if x != nil {
+		return x.Toxics
 	}
 	return nil
 }
@@ -4129,7 +4467,7 @@ const file_shakedown_agent_v1_agent_proto_rawDesc = "" +
 	"Capability\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tavailable\x18\x02 \x01(\bR\tavailable\x12\x16\n" +
-	"\x06detail\x18\x03 \x01(\tR\x06detail\"\xa4\x03\n" +
+	"\x06detail\x18\x03 \x01(\tR\x06detail\"\xce\x03\n" +
 	"\x06Policy\x12)\n" +
 	"\x10allow_privileged\x18\x01 \x01(\bR\x0fallowPrivileged\x12,\n" +
 	"\x12allow_host_network\x18\x02 \x01(\bR\x10allowHostNetwork\x12$\n" +
@@ -4141,7 +4479,8 @@ const file_shakedown_agent_v1_agent_proto_rawDesc = "" +
 	"\x0fadopt_selectors\x18\b \x03(\tR\x0eadoptSelectors\x12,\n" +
 	"\x12allow_public_ports\x18\t \x01(\bR\x10allowPublicPorts\x12)\n" +
 	"\x10allow_registries\x18\n" +
-	" \x03(\tR\x0fallowRegistries\"\xac\x04\n" +
+	" \x03(\tR\x0fallowRegistries\x12(\n" +
+	"\x10allow_proxy_bind\x18\v \x01(\bR\x0eallowProxyBind\"\xac\x04\n" +
 	"\bNodeInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
 	"\ragent_version\x18\x02 \x01(\tR\fagentVersion\x12%\n" +
@@ -4449,12 +4788,40 @@ const file_shakedown_agent_v1_agent_proto_rawDesc = "" +
 	"\x06target\x18\x01 \x01(\tR\x06target\x12\x14\n" +
 	"\x05peers\x18\x02 \x03(\tR\x05peers\"F\n" +
 	"\x0ePartitionFault\x124\n" +
-	"\agrudges\x18\x01 \x03(\v2\x1a.shakedown.agent.v1.GrudgeR\agrudges\"\xed\x01\n" +
+	"\agrudges\x18\x01 \x03(\v2\x1a.shakedown.agent.v1.GrudgeR\agrudges\"\xab\x03\n" +
+	"\x05Toxic\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\tR\x04type\x12\x1c\n" +
+	"\tdirection\x18\x03 \x01(\tR\tdirection\x12\x1f\n" +
+	"\btoxicity\x18\x04 \x01(\x01H\x00R\btoxicity\x88\x01\x01\x12\x1d\n" +
+	"\n" +
+	"latency_ms\x18\x05 \x01(\x03R\tlatencyMs\x12\x1b\n" +
+	"\tjitter_ms\x18\x06 \x01(\x03R\bjitterMs\x12\x1b\n" +
+	"\trate_kbps\x18\a \x01(\x03R\brateKbps\x12\x19\n" +
+	"\bdelay_ms\x18\b \x01(\x03R\adelayMs\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\t \x01(\x03R\ttimeoutMs\x12\x14\n" +
+	"\x05bytes\x18\n" +
+	" \x01(\x03R\x05bytes\x12!\n" +
+	"\faverage_size\x18\v \x01(\x03R\vaverageSize\x12%\n" +
+	"\x0esize_variation\x18\f \x01(\x03R\rsizeVariation\x12\x19\n" +
+	"\bdelay_us\x18\r \x01(\x03R\adelayUs\x12 \n" +
+	"\vprobability\x18\x0e \x01(\x01R\vprobabilityB\v\n" +
+	"\t_toxicity\"\xc1\x01\n" +
+	"\n" +
+	"ProxyFault\x12\x1c\n" +
+	"\tcontainer\x18\x01 \x01(\tR\tcontainer\x12\x12\n" +
+	"\x04port\x18\x02 \x01(\x05R\x04port\x12\x18\n" +
+	"\anetwork\x18\x03 \x01(\tR\anetwork\x12\x16\n" +
+	"\x06listen\x18\x04 \x01(\tR\x06listen\x121\n" +
+	"\x06toxics\x18\x05 \x03(\v2\x19.shakedown.agent.v1.ToxicR\x06toxics\x12\x1c\n" +
+	"\tmechanism\x18\x06 \x01(\tR\tmechanism\"\xa3\x02\n" +
 	"\tFaultSpec\x121\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1d.shakedown.agent.v1.FaultKindR\x04kind\x12@\n" +
 	"\tcontainer\x18\x02 \x01(\v2\".shakedown.agent.v1.ContainerFaultR\tcontainer\x12@\n" +
 	"\tpartition\x18\x03 \x01(\v2\".shakedown.agent.v1.PartitionFaultR\tpartition\x12)\n" +
-	"\x10duration_seconds\x18\x04 \x01(\x05R\x0fdurationSeconds\"f\n" +
+	"\x10duration_seconds\x18\x04 \x01(\x05R\x0fdurationSeconds\x124\n" +
+	"\x05proxy\x18\x05 \x01(\v2\x1e.shakedown.agent.v1.ProxyFaultR\x05proxy\"f\n" +
 	"\x12InjectFaultRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x121\n" +
@@ -4491,7 +4858,10 @@ const file_shakedown_agent_v1_agent_proto_rawDesc = "" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x10\n" +
 	"\x03all\x18\x02 \x01(\bR\x03all\"D\n" +
 	"\x0fHealAllResponse\x121\n" +
-	"\x06healed\x18\x01 \x03(\v2\x19.shakedown.agent.v1.FaultR\x06healed*x\n" +
+	"\x06healed\x18\x01 \x03(\v2\x19.shakedown.agent.v1.FaultR\x06healed\"c\n" +
+	"\x13UpdateToxicsRequest\x12\x19\n" +
+	"\bfault_id\x18\x01 \x01(\tR\afaultId\x121\n" +
+	"\x06toxics\x18\x02 \x03(\v2\x19.shakedown.agent.v1.ToxicR\x06toxics*x\n" +
 	"\n" +
 	"PullPolicy\x12\x1b\n" +
 	"\x17PULL_POLICY_UNSPECIFIED\x10\x00\x12\x1e\n" +
@@ -4506,14 +4876,15 @@ const file_shakedown_agent_v1_agent_proto_rawDesc = "" +
 	"\x1aCONTAINER_STATE_RESTARTING\x10\x04\x12\x1a\n" +
 	"\x16CONTAINER_STATE_EXITED\x10\x05\x12\x18\n" +
 	"\x14CONTAINER_STATE_DEAD\x10\x06\x12\x1c\n" +
-	"\x18CONTAINER_STATE_REMOVING\x10\a*\x99\x01\n" +
+	"\x18CONTAINER_STATE_REMOVING\x10\a*\xaf\x01\n" +
 	"\tFaultKind\x12\x1a\n" +
 	"\x16FAULT_KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fFAULT_KIND_KILL\x10\x01\x12\x13\n" +
 	"\x0fFAULT_KIND_STOP\x10\x02\x12\x14\n" +
 	"\x10FAULT_KIND_PAUSE\x10\x03\x12\x16\n" +
 	"\x12FAULT_KIND_RESTART\x10\x04\x12\x18\n" +
-	"\x14FAULT_KIND_PARTITION\x10\x052\xd3\x14\n" +
+	"\x14FAULT_KIND_PARTITION\x10\x05\x12\x14\n" +
+	"\x10FAULT_KIND_PROXY\x10\x062\xa7\x15\n" +
 	"\x05Agent\x12S\n" +
 	"\vGetNodeInfo\x12&.shakedown.agent.v1.GetNodeInfoRequest\x1a\x1c.shakedown.agent.v1.NodeInfo\x12\\\n" +
 	"\x0fCreateContainer\x12*.shakedown.agent.v1.CreateContainerRequest\x1a\x1d.shakedown.agent.v1.Container\x12Z\n" +
@@ -4544,7 +4915,8 @@ const file_shakedown_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"ListFaults\x12%.shakedown.agent.v1.ListFaultsRequest\x1a&.shakedown.agent.v1.ListFaultsResponse\x12L\n" +
 	"\tHealFault\x12$.shakedown.agent.v1.HealFaultRequest\x1a\x19.shakedown.agent.v1.Fault\x12R\n" +
-	"\aHealAll\x12\".shakedown.agent.v1.HealAllRequest\x1a#.shakedown.agent.v1.HealAllResponseBFZDgithub.com/shakedown-dev/shakedown/go/gen/shakedown/agent/v1;agentv1b\x06proto3"
+	"\aHealAll\x12\".shakedown.agent.v1.HealAllRequest\x1a#.shakedown.agent.v1.HealAllResponse\x12R\n" +
+	"\fUpdateToxics\x12'.shakedown.agent.v1.UpdateToxicsRequest\x1a\x19.shakedown.agent.v1.FaultBFZDgithub.com/shakedown-dev/shakedown/go/gen/shakedown/agent/v1;agentv1b\x06proto3"
 
 var (
 	file_shakedown_agent_v1_agent_proto_rawDescOnce sync.Once
@@ -4559,7 +4931,7 @@ func file_shakedown_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_shakedown_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_shakedown_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 68)
+var file_shakedown_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 71)
 var file_shakedown_agent_v1_agent_proto_goTypes = []any{
 	(PullPolicy)(0),                  // 0: shakedown.agent.v1.PullPolicy
 	(ContainerState)(0),              // 1: shakedown.agent.v1.ContainerState
@@ -4615,34 +4987,37 @@ var file_shakedown_agent_v1_agent_proto_goTypes = []any{
 	(*ContainerFault)(nil),           // 51: shakedown.agent.v1.ContainerFault
 	(*Grudge)(nil),                   // 52: shakedown.agent.v1.Grudge
 	(*PartitionFault)(nil),           // 53: shakedown.agent.v1.PartitionFault
-	(*FaultSpec)(nil),                // 54: shakedown.agent.v1.FaultSpec
-	(*InjectFaultRequest)(nil),       // 55: shakedown.agent.v1.InjectFaultRequest
-	(*Fault)(nil),                    // 56: shakedown.agent.v1.Fault
-	(*ListFaultsRequest)(nil),        // 57: shakedown.agent.v1.ListFaultsRequest
-	(*ListFaultsResponse)(nil),       // 58: shakedown.agent.v1.ListFaultsResponse
-	(*HealFaultRequest)(nil),         // 59: shakedown.agent.v1.HealFaultRequest
-	(*HealAllRequest)(nil),           // 60: shakedown.agent.v1.HealAllRequest
-	(*HealAllResponse)(nil),          // 61: shakedown.agent.v1.HealAllResponse
-	nil,                              // 62: shakedown.agent.v1.ContainerSpec.EnvEntry
-	nil,                              // 63: shakedown.agent.v1.ContainerSpec.LabelsEntry
-	nil,                              // 64: shakedown.agent.v1.Container.LabelsEntry
-	nil,                              // 65: shakedown.agent.v1.Container.IpAddressesEntry
-	nil,                              // 66: shakedown.agent.v1.ExecRequest.EnvEntry
-	nil,                              // 67: shakedown.agent.v1.Event.LabelsEntry
-	nil,                              // 68: shakedown.agent.v1.OpenSessionRequest.LabelsEntry
-	nil,                              // 69: shakedown.agent.v1.Session.LabelsEntry
-	nil,                              // 70: shakedown.agent.v1.CreateNetworkRequest.LabelsEntry
-	nil,                              // 71: shakedown.agent.v1.Network.LabelsEntry
-	nil,                              // 72: shakedown.agent.v1.Fault.ParamsEntry
-	(*timestamppb.Timestamp)(nil),    // 73: google.protobuf.Timestamp
+	(*Toxic)(nil),                    // 54: shakedown.agent.v1.Toxic
+	(*ProxyFault)(nil),               // 55: shakedown.agent.v1.ProxyFault
+	(*FaultSpec)(nil),                // 56: shakedown.agent.v1.FaultSpec
+	(*InjectFaultRequest)(nil),       // 57: shakedown.agent.v1.InjectFaultRequest
+	(*Fault)(nil),                    // 58: shakedown.agent.v1.Fault
+	(*ListFaultsRequest)(nil),        // 59: shakedown.agent.v1.ListFaultsRequest
+	(*ListFaultsResponse)(nil),       // 60: shakedown.agent.v1.ListFaultsResponse
+	(*HealFaultRequest)(nil),         // 61: shakedown.agent.v1.HealFaultRequest
+	(*HealAllRequest)(nil),           // 62: shakedown.agent.v1.HealAllRequest
+	(*HealAllResponse)(nil),          // 63: shakedown.agent.v1.HealAllResponse
+	(*UpdateToxicsRequest)(nil),      // 64: shakedown.agent.v1.UpdateToxicsRequest
+	nil,                              // 65: shakedown.agent.v1.ContainerSpec.EnvEntry
+	nil,                              // 66: shakedown.agent.v1.ContainerSpec.LabelsEntry
+	nil,                              // 67: shakedown.agent.v1.Container.LabelsEntry
+	nil,                              // 68: shakedown.agent.v1.Container.IpAddressesEntry
+	nil,                              // 69: shakedown.agent.v1.ExecRequest.EnvEntry
+	nil,                              // 70: shakedown.agent.v1.Event.LabelsEntry
+	nil,                              // 71: shakedown.agent.v1.OpenSessionRequest.LabelsEntry
+	nil,                              // 72: shakedown.agent.v1.Session.LabelsEntry
+	nil,                              // 73: shakedown.agent.v1.CreateNetworkRequest.LabelsEntry
+	nil,                              // 74: shakedown.agent.v1.Network.LabelsEntry
+	nil,                              // 75: shakedown.agent.v1.Fault.ParamsEntry
+	(*timestamppb.Timestamp)(nil),    // 76: google.protobuf.Timestamp
 }
 var file_shakedown_agent_v1_agent_proto_depIdxs = []int32{
 	6,  // 0: shakedown.agent.v1.NodeInfo.capabilities:type_name -> shakedown.agent.v1.Capability
 	7,  // 1: shakedown.agent.v1.NodeInfo.policy:type_name -> shakedown.agent.v1.Policy
-	73, // 2: shakedown.agent.v1.NodeInfo.server_time:type_name -> google.protobuf.Timestamp
+	76, // 2: shakedown.agent.v1.NodeInfo.server_time:type_name -> google.protobuf.Timestamp
 	3,  // 3: shakedown.agent.v1.Mount.type:type_name -> shakedown.agent.v1.Mount.Type
-	62, // 4: shakedown.agent.v1.ContainerSpec.env:type_name -> shakedown.agent.v1.ContainerSpec.EnvEntry
-	63, // 5: shakedown.agent.v1.ContainerSpec.labels:type_name -> shakedown.agent.v1.ContainerSpec.LabelsEntry
+	65, // 4: shakedown.agent.v1.ContainerSpec.env:type_name -> shakedown.agent.v1.ContainerSpec.EnvEntry
+	66, // 5: shakedown.agent.v1.ContainerSpec.labels:type_name -> shakedown.agent.v1.ContainerSpec.LabelsEntry
 	9,  // 6: shakedown.agent.v1.ContainerSpec.ports:type_name -> shakedown.agent.v1.PortMapping
 	10, // 7: shakedown.agent.v1.ContainerSpec.resources:type_name -> shakedown.agent.v1.Resources
 	11, // 8: shakedown.agent.v1.ContainerSpec.restart_policy:type_name -> shakedown.agent.v1.RestartPolicy
@@ -4650,103 +5025,108 @@ var file_shakedown_agent_v1_agent_proto_depIdxs = []int32{
 	12, // 10: shakedown.agent.v1.ContainerSpec.mounts:type_name -> shakedown.agent.v1.Mount
 	13, // 11: shakedown.agent.v1.CreateContainerRequest.spec:type_name -> shakedown.agent.v1.ContainerSpec
 	1,  // 12: shakedown.agent.v1.Container.state:type_name -> shakedown.agent.v1.ContainerState
-	64, // 13: shakedown.agent.v1.Container.labels:type_name -> shakedown.agent.v1.Container.LabelsEntry
-	73, // 14: shakedown.agent.v1.Container.created_at:type_name -> google.protobuf.Timestamp
-	73, // 15: shakedown.agent.v1.Container.started_at:type_name -> google.protobuf.Timestamp
-	73, // 16: shakedown.agent.v1.Container.finished_at:type_name -> google.protobuf.Timestamp
+	67, // 13: shakedown.agent.v1.Container.labels:type_name -> shakedown.agent.v1.Container.LabelsEntry
+	76, // 14: shakedown.agent.v1.Container.created_at:type_name -> google.protobuf.Timestamp
+	76, // 15: shakedown.agent.v1.Container.started_at:type_name -> google.protobuf.Timestamp
+	76, // 16: shakedown.agent.v1.Container.finished_at:type_name -> google.protobuf.Timestamp
 	9,  // 17: shakedown.agent.v1.Container.ports:type_name -> shakedown.agent.v1.PortMapping
-	65, // 18: shakedown.agent.v1.Container.ip_addresses:type_name -> shakedown.agent.v1.Container.IpAddressesEntry
+	68, // 18: shakedown.agent.v1.Container.ip_addresses:type_name -> shakedown.agent.v1.Container.IpAddressesEntry
 	15, // 19: shakedown.agent.v1.ListContainersResponse.containers:type_name -> shakedown.agent.v1.Container
-	73, // 20: shakedown.agent.v1.LogsRequest.since:type_name -> google.protobuf.Timestamp
+	76, // 20: shakedown.agent.v1.LogsRequest.since:type_name -> google.protobuf.Timestamp
 	4,  // 21: shakedown.agent.v1.LogChunk.stream:type_name -> shakedown.agent.v1.LogChunk.Stream
-	66, // 22: shakedown.agent.v1.ExecRequest.env:type_name -> shakedown.agent.v1.ExecRequest.EnvEntry
-	73, // 23: shakedown.agent.v1.Event.time:type_name -> google.protobuf.Timestamp
-	67, // 24: shakedown.agent.v1.Event.labels:type_name -> shakedown.agent.v1.Event.LabelsEntry
-	68, // 25: shakedown.agent.v1.OpenSessionRequest.labels:type_name -> shakedown.agent.v1.OpenSessionRequest.LabelsEntry
-	73, // 26: shakedown.agent.v1.Session.created_at:type_name -> google.protobuf.Timestamp
-	73, // 27: shakedown.agent.v1.Session.expires_at:type_name -> google.protobuf.Timestamp
-	69, // 28: shakedown.agent.v1.Session.labels:type_name -> shakedown.agent.v1.Session.LabelsEntry
+	69, // 22: shakedown.agent.v1.ExecRequest.env:type_name -> shakedown.agent.v1.ExecRequest.EnvEntry
+	76, // 23: shakedown.agent.v1.Event.time:type_name -> google.protobuf.Timestamp
+	70, // 24: shakedown.agent.v1.Event.labels:type_name -> shakedown.agent.v1.Event.LabelsEntry
+	71, // 25: shakedown.agent.v1.OpenSessionRequest.labels:type_name -> shakedown.agent.v1.OpenSessionRequest.LabelsEntry
+	76, // 26: shakedown.agent.v1.Session.created_at:type_name -> google.protobuf.Timestamp
+	76, // 27: shakedown.agent.v1.Session.expires_at:type_name -> google.protobuf.Timestamp
+	72, // 28: shakedown.agent.v1.Session.labels:type_name -> shakedown.agent.v1.Session.LabelsEntry
 	36, // 29: shakedown.agent.v1.ListSessionsResponse.sessions:type_name -> shakedown.agent.v1.Session
-	70, // 30: shakedown.agent.v1.CreateNetworkRequest.labels:type_name -> shakedown.agent.v1.CreateNetworkRequest.LabelsEntry
-	71, // 31: shakedown.agent.v1.Network.labels:type_name -> shakedown.agent.v1.Network.LabelsEntry
-	73, // 32: shakedown.agent.v1.Network.created_at:type_name -> google.protobuf.Timestamp
+	73, // 30: shakedown.agent.v1.CreateNetworkRequest.labels:type_name -> shakedown.agent.v1.CreateNetworkRequest.LabelsEntry
+	74, // 31: shakedown.agent.v1.Network.labels:type_name -> shakedown.agent.v1.Network.LabelsEntry
+	76, // 32: shakedown.agent.v1.Network.created_at:type_name -> google.protobuf.Timestamp
 	43, // 33: shakedown.agent.v1.ListNetworksResponse.networks:type_name -> shakedown.agent.v1.Network
 	52, // 34: shakedown.agent.v1.PartitionFault.grudges:type_name -> shakedown.agent.v1.Grudge
-	2,  // 35: shakedown.agent.v1.FaultSpec.kind:type_name -> shakedown.agent.v1.FaultKind
-	51, // 36: shakedown.agent.v1.FaultSpec.container:type_name -> shakedown.agent.v1.ContainerFault
-	53, // 37: shakedown.agent.v1.FaultSpec.partition:type_name -> shakedown.agent.v1.PartitionFault
-	54, // 38: shakedown.agent.v1.InjectFaultRequest.spec:type_name -> shakedown.agent.v1.FaultSpec
-	2,  // 39: shakedown.agent.v1.Fault.kind:type_name -> shakedown.agent.v1.FaultKind
-	72, // 40: shakedown.agent.v1.Fault.params:type_name -> shakedown.agent.v1.Fault.ParamsEntry
-	73, // 41: shakedown.agent.v1.Fault.started_at:type_name -> google.protobuf.Timestamp
-	73, // 42: shakedown.agent.v1.Fault.expires_at:type_name -> google.protobuf.Timestamp
-	73, // 43: shakedown.agent.v1.Fault.healed_at:type_name -> google.protobuf.Timestamp
-	54, // 44: shakedown.agent.v1.Fault.spec:type_name -> shakedown.agent.v1.FaultSpec
-	56, // 45: shakedown.agent.v1.ListFaultsResponse.faults:type_name -> shakedown.agent.v1.Fault
-	56, // 46: shakedown.agent.v1.HealAllResponse.healed:type_name -> shakedown.agent.v1.Fault
-	5,  // 47: shakedown.agent.v1.Agent.GetNodeInfo:input_type -> shakedown.agent.v1.GetNodeInfoRequest
-	14, // 48: shakedown.agent.v1.Agent.CreateContainer:input_type -> shakedown.agent.v1.CreateContainerRequest
-	16, // 49: shakedown.agent.v1.Agent.StartContainer:input_type -> shakedown.agent.v1.StartContainerRequest
-	17, // 50: shakedown.agent.v1.Agent.StopContainer:input_type -> shakedown.agent.v1.StopContainerRequest
-	18, // 51: shakedown.agent.v1.Agent.KillContainer:input_type -> shakedown.agent.v1.KillContainerRequest
-	19, // 52: shakedown.agent.v1.Agent.PauseContainer:input_type -> shakedown.agent.v1.PauseContainerRequest
-	20, // 53: shakedown.agent.v1.Agent.UnpauseContainer:input_type -> shakedown.agent.v1.UnpauseContainerRequest
-	21, // 54: shakedown.agent.v1.Agent.RestartContainer:input_type -> shakedown.agent.v1.RestartContainerRequest
-	22, // 55: shakedown.agent.v1.Agent.RemoveContainer:input_type -> shakedown.agent.v1.RemoveContainerRequest
-	24, // 56: shakedown.agent.v1.Agent.InspectContainer:input_type -> shakedown.agent.v1.InspectContainerRequest
-	25, // 57: shakedown.agent.v1.Agent.ListContainers:input_type -> shakedown.agent.v1.ListContainersRequest
-	27, // 58: shakedown.agent.v1.Agent.WaitContainer:input_type -> shakedown.agent.v1.WaitContainerRequest
-	29, // 59: shakedown.agent.v1.Agent.Logs:input_type -> shakedown.agent.v1.LogsRequest
-	31, // 60: shakedown.agent.v1.Agent.Exec:input_type -> shakedown.agent.v1.ExecRequest
-	33, // 61: shakedown.agent.v1.Agent.Events:input_type -> shakedown.agent.v1.EventsRequest
-	35, // 62: shakedown.agent.v1.Agent.OpenSession:input_type -> shakedown.agent.v1.OpenSessionRequest
-	37, // 63: shakedown.agent.v1.Agent.KeepAlive:input_type -> shakedown.agent.v1.KeepAliveRequest
-	38, // 64: shakedown.agent.v1.Agent.CloseSession:input_type -> shakedown.agent.v1.CloseSessionRequest
-	40, // 65: shakedown.agent.v1.Agent.ListSessions:input_type -> shakedown.agent.v1.ListSessionsRequest
-	42, // 66: shakedown.agent.v1.Agent.CreateNetwork:input_type -> shakedown.agent.v1.CreateNetworkRequest
-	44, // 67: shakedown.agent.v1.Agent.RemoveNetwork:input_type -> shakedown.agent.v1.RemoveNetworkRequest
-	46, // 68: shakedown.agent.v1.Agent.InspectNetwork:input_type -> shakedown.agent.v1.InspectNetworkRequest
-	47, // 69: shakedown.agent.v1.Agent.ListNetworks:input_type -> shakedown.agent.v1.ListNetworksRequest
-	49, // 70: shakedown.agent.v1.Agent.ConnectNetwork:input_type -> shakedown.agent.v1.ConnectNetworkRequest
-	50, // 71: shakedown.agent.v1.Agent.DisconnectNetwork:input_type -> shakedown.agent.v1.DisconnectNetworkRequest
-	55, // 72: shakedown.agent.v1.Agent.InjectFault:input_type -> shakedown.agent.v1.InjectFaultRequest
-	57, // 73: shakedown.agent.v1.Agent.ListFaults:input_type -> shakedown.agent.v1.ListFaultsRequest
-	59, // 74: shakedown.agent.v1.Agent.HealFault:input_type -> shakedown.agent.v1.HealFaultRequest
-	60, // 75: shakedown.agent.v1.Agent.HealAll:input_type -> shakedown.agent.v1.HealAllRequest
-	8,  // 76: shakedown.agent.v1.Agent.GetNodeInfo:output_type -> shakedown.agent.v1.NodeInfo
-	15, // 77: shakedown.agent.v1.Agent.CreateContainer:output_type -> shakedown.agent.v1.Container
-	15, // 78: shakedown.agent.v1.Agent.StartContainer:output_type -> shakedown.agent.v1.Container
-	15, // 79: shakedown.agent.v1.Agent.StopContainer:output_type -> shakedown.agent.v1.Container
-	15, // 80: shakedown.agent.v1.Agent.KillContainer:output_type -> shakedown.agent.v1.Container
-	15, // 81: shakedown.agent.v1.Agent.PauseContainer:output_type -> shakedown.agent.v1.Container
-	15, // 82: shakedown.agent.v1.Agent.UnpauseContainer:output_type -> shakedown.agent.v1.Container
-	15, // 83: shakedown.agent.v1.Agent.RestartContainer:output_type -> shakedown.agent.v1.Container
-	23, // 84: shakedown.agent.v1.Agent.RemoveContainer:output_type -> shakedown.agent.v1.RemoveContainerResponse
-	15, // 85: shakedown.agent.v1.Agent.InspectContainer:output_type -> shakedown.agent.v1.Container
-	26, // 86: shakedown.agent.v1.Agent.ListContainers:output_type -> shakedown.agent.v1.ListContainersResponse
-	28, // 87: shakedown.agent.v1.Agent.WaitContainer:output_type -> shakedown.agent.v1.WaitContainerResponse
-	30, // 88: shakedown.agent.v1.Agent.Logs:output_type -> shakedown.agent.v1.LogChunk
-	32, // 89: shakedown.agent.v1.Agent.Exec:output_type -> shakedown.agent.v1.ExecResponse
-	34, // 90: shakedown.agent.v1.Agent.Events:output_type -> shakedown.agent.v1.Event
-	36, // 91: shakedown.agent.v1.Agent.OpenSession:output_type -> shakedown.agent.v1.Session
-	36, // 92: shakedown.agent.v1.Agent.KeepAlive:output_type -> shakedown.agent.v1.Session
-	39, // 93: shakedown.agent.v1.Agent.CloseSession:output_type -> shakedown.agent.v1.CloseSessionResponse
-	41, // 94: shakedown.agent.v1.Agent.ListSessions:output_type -> shakedown.agent.v1.ListSessionsResponse
-	43, // 95: shakedown.agent.v1.Agent.CreateNetwork:output_type -> shakedown.agent.v1.Network
-	45, // 96: shakedown.agent.v1.Agent.RemoveNetwork:output_type -> shakedown.agent.v1.RemoveNetworkResponse
-	43, // 97: shakedown.agent.v1.Agent.InspectNetwork:output_type -> shakedown.agent.v1.Network
-	48, // 98: shakedown.agent.v1.Agent.ListNetworks:output_type -> shakedown.agent.v1.ListNetworksResponse
-	15, // 99: shakedown.agent.v1.Agent.ConnectNetwork:output_type -> shakedown.agent.v1.Container
-	15, // 100: shakedown.agent.v1.Agent.DisconnectNetwork:output_type -> shakedown.agent.v1.Container
-	56, // 101: shakedown.agent.v1.Agent.InjectFault:output_type -> shakedown.agent.v1.Fault
-	58, // 102: shakedown.agent.v1.Agent.ListFaults:output_type -> shakedown.agent.v1.ListFaultsResponse
-	56, // 103: shakedown.agent.v1.Agent.HealFault:output_type -> shakedown.agent.v1.Fault
-	61, // 104: shakedown.agent.v1.Agent.HealAll:output_type -> shakedown.agent.v1.HealAllResponse
-	76, // [76:105] is the sub-list for method output_type
-	47, // [47:76] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	54, // 35: shakedown.agent.v1.ProxyFault.toxics:type_name -> shakedown.agent.v1.Toxic
+	2,  // 36: shakedown.agent.v1.FaultSpec.kind:type_name -> shakedown.agent.v1.FaultKind
+	51, // 37: shakedown.agent.v1.FaultSpec.container:type_name -> shakedown.agent.v1.ContainerFault
+	53, // 38: shakedown.agent.v1.FaultSpec.partition:type_name -> shakedown.agent.v1.PartitionFault
+	55, // 39: shakedown.agent.v1.FaultSpec.proxy:type_name -> shakedown.agent.v1.ProxyFault
+	56, // 40: shakedown.agent.v1.InjectFaultRequest.spec:type_name -> shakedown.agent.v1.FaultSpec
+	2,  // 41: shakedown.agent.v1.Fault.kind:type_name -> shakedown.agent.v1.FaultKind
+	75, // 42: shakedown.agent.v1.Fault.params:type_name -> shakedown.agent.v1.Fault.ParamsEntry
+	76, // 43: shakedown.agent.v1.Fault.started_at:type_name -> google.protobuf.Timestamp
+	76, // 44: shakedown.agent.v1.Fault.expires_at:type_name -> google.protobuf.Timestamp
+	76, // 45: shakedown.agent.v1.Fault.healed_at:type_name -> google.protobuf.Timestamp
+	56, // 46: shakedown.agent.v1.Fault.spec:type_name -> shakedown.agent.v1.FaultSpec
+	58, // 47: shakedown.agent.v1.ListFaultsResponse.faults:type_name -> shakedown.agent.v1.Fault
+	58, // 48: shakedown.agent.v1.HealAllResponse.healed:type_name -> shakedown.agent.v1.Fault
+	54, // 49: shakedown.agent.v1.UpdateToxicsRequest.toxics:type_name -> shakedown.agent.v1.Toxic
+	5,  // 50: shakedown.agent.v1.Agent.GetNodeInfo:input_type -> shakedown.agent.v1.GetNodeInfoRequest
+	14, // 51: shakedown.agent.v1.Agent.CreateContainer:input_type -> shakedown.agent.v1.CreateContainerRequest
+	16, // 52: shakedown.agent.v1.Agent.StartContainer:input_type -> shakedown.agent.v1.StartContainerRequest
+	17, // 53: shakedown.agent.v1.Agent.StopContainer:input_type -> shakedown.agent.v1.StopContainerRequest
+	18, // 54: shakedown.agent.v1.Agent.KillContainer:input_type -> shakedown.agent.v1.KillContainerRequest
+	19, // 55: shakedown.agent.v1.Agent.PauseContainer:input_type -> shakedown.agent.v1.PauseContainerRequest
+	20, // 56: shakedown.agent.v1.Agent.UnpauseContainer:input_type -> shakedown.agent.v1.UnpauseContainerRequest
+	21, // 57: shakedown.agent.v1.Agent.RestartContainer:input_type -> shakedown.agent.v1.RestartContainerRequest
+	22, // 58: shakedown.agent.v1.Agent.RemoveContainer:input_type -> shakedown.agent.v1.RemoveContainerRequest
+	24, // 59: shakedown.agent.v1.Agent.InspectContainer:input_type -> shakedown.agent.v1.InspectContainerRequest
+	25, // 60: shakedown.agent.v1.Agent.ListContainers:input_type -> shakedown.agent.v1.ListContainersRequest
+	27, // 61: shakedown.agent.v1.Agent.WaitContainer:input_type -> shakedown.agent.v1.WaitContainerRequest
+	29, // 62: shakedown.agent.v1.Agent.Logs:input_type -> shakedown.agent.v1.LogsRequest
+	31, // 63: shakedown.agent.v1.Agent.Exec:input_type -> shakedown.agent.v1.ExecRequest
+	33, // 64: shakedown.agent.v1.Agent.Events:input_type -> shakedown.agent.v1.EventsRequest
+	35, // 65: shakedown.agent.v1.Agent.OpenSession:input_type -> shakedown.agent.v1.OpenSessionRequest
+	37, // 66: shakedown.agent.v1.Agent.KeepAlive:input_type -> shakedown.agent.v1.KeepAliveRequest
+	38, // 67: shakedown.agent.v1.Agent.CloseSession:input_type -> shakedown.agent.v1.CloseSessionRequest
+	40, // 68: shakedown.agent.v1.Agent.ListSessions:input_type -> shakedown.agent.v1.ListSessionsRequest
+	42, // 69: shakedown.agent.v1.Agent.CreateNetwork:input_type -> shakedown.agent.v1.CreateNetworkRequest
+	44, // 70: shakedown.agent.v1.Agent.RemoveNetwork:input_type -> shakedown.agent.v1.RemoveNetworkRequest
+	46, // 71: shakedown.agent.v1.Agent.InspectNetwork:input_type -> shakedown.agent.v1.InspectNetworkRequest
+	47, // 72: shakedown.agent.v1.Agent.ListNetworks:input_type -> shakedown.agent.v1.ListNetworksRequest
+	49, // 73: shakedown.agent.v1.Agent.ConnectNetwork:input_type -> shakedown.agent.v1.ConnectNetworkRequest
+	50, // 74: shakedown.agent.v1.Agent.DisconnectNetwork:input_type -> shakedown.agent.v1.DisconnectNetworkRequest
+	57, // 75: shakedown.agent.v1.Agent.InjectFault:input_type -> shakedown.agent.v1.InjectFaultRequest
+	59, // 76: shakedown.agent.v1.Agent.ListFaults:input_type -> shakedown.agent.v1.ListFaultsRequest
+	61, // 77: shakedown.agent.v1.Agent.HealFault:input_type -> shakedown.agent.v1.HealFaultRequest
+	62, // 78: shakedown.agent.v1.Agent.HealAll:input_type -> shakedown.agent.v1.HealAllRequest
+	64, // 79: shakedown.agent.v1.Agent.UpdateToxics:input_type -> shakedown.agent.v1.UpdateToxicsRequest
+	8,  // 80: shakedown.agent.v1.Agent.GetNodeInfo:output_type -> shakedown.agent.v1.NodeInfo
+	15, // 81: shakedown.agent.v1.Agent.CreateContainer:output_type -> shakedown.agent.v1.Container
+	15, // 82: shakedown.agent.v1.Agent.StartContainer:output_type -> shakedown.agent.v1.Container
+	15, // 83: shakedown.agent.v1.Agent.StopContainer:output_type -> shakedown.agent.v1.Container
+	15, // 84: shakedown.agent.v1.Agent.KillContainer:output_type -> shakedown.agent.v1.Container
+	15, // 85: shakedown.agent.v1.Agent.PauseContainer:output_type -> shakedown.agent.v1.Container
+	15, // 86: shakedown.agent.v1.Agent.UnpauseContainer:output_type -> shakedown.agent.v1.Container
+	15, // 87: shakedown.agent.v1.Agent.RestartContainer:output_type -> shakedown.agent.v1.Container
+	23, // 88: shakedown.agent.v1.Agent.RemoveContainer:output_type -> shakedown.agent.v1.RemoveContainerResponse
+	15, // 89: shakedown.agent.v1.Agent.InspectContainer:output_type -> shakedown.agent.v1.Container
+	26, // 90: shakedown.agent.v1.Agent.ListContainers:output_type -> shakedown.agent.v1.ListContainersResponse
+	28, // 91: shakedown.agent.v1.Agent.WaitContainer:output_type -> shakedown.agent.v1.WaitContainerResponse
+	30, // 92: shakedown.agent.v1.Agent.Logs:output_type -> shakedown.agent.v1.LogChunk
+	32, // 93: shakedown.agent.v1.Agent.Exec:output_type -> shakedown.agent.v1.ExecResponse
+	34, // 94: shakedown.agent.v1.Agent.Events:output_type -> shakedown.agent.v1.Event
+	36, // 95: shakedown.agent.v1.Agent.OpenSession:output_type -> shakedown.agent.v1.Session
+	36, // 96: shakedown.agent.v1.Agent.KeepAlive:output_type -> shakedown.agent.v1.Session
+	39, // 97: shakedown.agent.v1.Agent.CloseSession:output_type -> shakedown.agent.v1.CloseSessionResponse
+	41, // 98: shakedown.agent.v1.Agent.ListSessions:output_type -> shakedown.agent.v1.ListSessionsResponse
+	43, // 99: shakedown.agent.v1.Agent.CreateNetwork:output_type -> shakedown.agent.v1.Network
+	45, // 100: shakedown.agent.v1.Agent.RemoveNetwork:output_type -> shakedown.agent.v1.RemoveNetworkResponse
+	43, // 101: shakedown.agent.v1.Agent.InspectNetwork:output_type -> shakedown.agent.v1.Network
+	48, // 102: shakedown.agent.v1.Agent.ListNetworks:output_type -> shakedown.agent.v1.ListNetworksResponse
+	15, // 103: shakedown.agent.v1.Agent.ConnectNetwork:output_type -> shakedown.agent.v1.Container
+	15, // 104: shakedown.agent.v1.Agent.DisconnectNetwork:output_type -> shakedown.agent.v1.Container
+	58, // 105: shakedown.agent.v1.Agent.InjectFault:output_type -> shakedown.agent.v1.Fault
+	60, // 106: shakedown.agent.v1.Agent.ListFaults:output_type -> shakedown.agent.v1.ListFaultsResponse
+	58, // 107: shakedown.agent.v1.Agent.HealFault:output_type -> shakedown.agent.v1.Fault
+	63, // 108: shakedown.agent.v1.Agent.HealAll:output_type -> shakedown.agent.v1.HealAllResponse
+	58, // 109: shakedown.agent.v1.Agent.UpdateToxics:output_type -> shakedown.agent.v1.Fault
+	80, // [80:110] is the sub-list for method output_type
+	50, // [50:80] is the sub-list for method input_type
+	50, // [50:50] is the sub-list for extension type_name
+	50, // [50:50] is the sub-list for extension extendee
+	0,  // [0:50] is the sub-list for field type_name
 }
 
 func init() { file_shakedown_agent_v1_agent_proto_init() }
@@ -4758,13 +5138,14 @@ func file_shakedown_agent_v1_agent_proto_init() {
 	file_shakedown_agent_v1_agent_proto_msgTypes[16].OneofWrappers = []any{}
 	file_shakedown_agent_v1_agent_proto_msgTypes[29].OneofWrappers = []any{}
 	file_shakedown_agent_v1_agent_proto_msgTypes[46].OneofWrappers = []any{}
+	file_shakedown_agent_v1_agent_proto_msgTypes[49].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shakedown_agent_v1_agent_proto_rawDesc), len(file_shakedown_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   68,
+			NumMessages:   71,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

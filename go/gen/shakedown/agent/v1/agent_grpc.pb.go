@@ -56,6 +56,7 @@ const (
 	Agent_ListFaults_FullMethodName        = "/shakedown.agent.v1.Agent/ListFaults"
 	Agent_HealFault_FullMethodName         = "/shakedown.agent.v1.Agent/HealFault"
 	Agent_HealAll_FullMethodName           = "/shakedown.agent.v1.Agent/HealAll"
+	Agent_UpdateToxics_FullMethodName      = "/shakedown.agent.v1.Agent/UpdateToxics"
 )
 
 // AgentClient is the client API for Agent service.
@@ -102,6 +103,9 @@ type AgentClient interface {
 	ListFaults(ctx context.Context, in *ListFaultsRequest, opts ...grpc.CallOption) (*ListFaultsResponse, error)
 	HealFault(ctx context.Context, in *HealFaultRequest, opts ...grpc.CallOption) (*Fault, error)
 	HealAll(ctx context.Context, in *HealAllRequest, opts ...grpc.CallOption) (*HealAllResponse, error)
+	// Replace a live PROXY fault's toxics with exactly these (full state, idempotent);
+	// they apply to the proxy's existing connections too. Admins only, like InjectFault.
+	UpdateToxics(ctx context.Context, in *UpdateToxicsRequest, opts ...grpc.CallOption) (*Fault, error)
 }
 
 type agentClient struct {
@@ -420,6 +424,16 @@ func (c *agentClient) HealAll(ctx context.Context, in *HealAllRequest, opts ...g
 	return out, nil
 }
 
+func (c *agentClient) UpdateToxics(ctx context.Context, in *UpdateToxicsRequest, opts ...grpc.CallOption) (*Fault, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Fault)
+	err := c.cc.Invoke(ctx, Agent_UpdateToxics_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServer is the server API for Agent service.
 // All implementations must embed UnimplementedAgentServer
 // for forward compatibility.
@@ -464,6 +478,9 @@ type AgentServer interface {
 	ListFaults(context.Context, *ListFaultsRequest) (*ListFaultsResponse, error)
 	HealFault(context.Context, *HealFaultRequest) (*Fault, error)
 	HealAll(context.Context, *HealAllRequest) (*HealAllResponse, error)
+	// Replace a live PROXY fault's toxics with exactly these (full state, idempotent);
+	// they apply to the proxy's existing connections too. Admins only, like InjectFault.
+	UpdateToxics(context.Context, *UpdateToxicsRequest) (*Fault, error)
 	mustEmbedUnimplementedAgentServer()
 }
 
@@ -560,6 +577,9 @@ func (UnimplementedAgentServer) HealFault(context.Context, *HealFaultRequest) (*
 }
 func (UnimplementedAgentServer) HealAll(context.Context, *HealAllRequest) (*HealAllResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method HealAll not implemented")
+}
+func (UnimplementedAgentServer) UpdateToxics(context.Context, *UpdateToxicsRequest) (*Fault, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method UpdateToxics not implemented")
 }
 func (UnimplementedAgentServer) mustEmbedUnimplementedAgentServer() {}
 func (UnimplementedAgentServer) testEmbeddedByValue()               {}
@@ -1090,6 +1110,24 @@ func _Agent_HealAll_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Agent_UpdateToxics_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateToxicsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).UpdateToxics(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_UpdateToxics_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).UpdateToxics(ctx, req.(*UpdateToxicsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Agent_ServiceDesc is the grpc.ServiceDesc for Agent service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1204,6 +1242,10 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "HealAll",
 			Handler:    _Agent_HealAll_Handler,
+		},
+		{
+			MethodName: "UpdateToxics",
+			Handler:    _Agent_UpdateToxics_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
