@@ -60,6 +60,16 @@ SessionLike: TypeAlias = "str | Session | SessionHandle"
 
 BACKOFF_BASE = 0.1
 BACKOFF_CAP = 2.0
+# Agents are stopped and started again on purpose (faults, `env start`). gRPC's default
+# reconnect backoff grows to 120 s, and a channel in backoff fails calls at once: an
+# agent back for a minute would still look down. Cap it at 1 s (plus gRPC's 20 %
+# jitter), and keep retrying an idempotent call for RECONNECT_S, so a call made just
+# after the agent returned sees the channel's next connect. (Not
+# grpc.min_reconnect_backoff_ms: despite its name it is the connect timeout, 20 s by
+# default, and a short one fails TLS handshakes on a loaded machine.)
+RECONNECT_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 1000)]
+RECONNECT_S = 1.5
 # Extra deadline on calls whose own timeout argument bounds a server-side wait
 # (stop, restart, wait, exec), so the server's answer can still arrive.
 DEADLINE_MARGIN = 10.0
@@ -120,12 +130,15 @@ class AgentClient:
         agent_name: str | None = None,
     ) -> None:
         """``agent_name``: the audience of every signature; default ``node``, else the CN
-        of the agent's certificate, read by one TLS handshake before the first call."""
+        of the agent's certificate, read by one TLS handshake before the first call.
+        ``retries``: attempts of an idempotent call on UNAVAILABLE, and for RECONNECT_S
+        at least (0: never retried)."""
         ca_pem, cert_pem = _read(ca, "CA certificate"), _read(cert, "client certificate")
         key_pem = _read(key, "client key", secret=True)
         creds = grpc.ssl_channel_credentials(
             root_certificates=ca_pem, private_key=key_pem, certificate_chain=cert_pem)
-        options: list[tuple[str, Any]] = [("grpc.max_receive_message_length", 64 << 20)]
+        options: list[tuple[str, Any]] = [("grpc.max_receive_message_length", 64 << 20),
+                                          *RECONNECT_OPTIONS]
         if server_name:
             options.append(("grpc.ssl_target_name_override", server_name))
 
@@ -230,7 +243,8 @@ class AgentClient:
     def _call(self, method: str, request: Message, timeout: float | None = None, *,
               retry: bool = False, extra: float = 0.0) -> Any:
         body = request.SerializeToString()
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout) + extra
+        started = time.monotonic()
+        deadline = started + (self.timeout if timeout is None else timeout) + extra
         attempt = 0
         while True:
             remaining = max(deadline - time.monotonic(), 0.001)
@@ -239,7 +253,8 @@ class AgentClient:
                 md = self._signer.metadata(f"/{SERVICE}/{method}", body)
                 return self._unary[method](body, timeout=remaining, metadata=md)
             except grpc.RpcError as err:
-                if retry and attempt < self.retries and err.code() == grpc.StatusCode.UNAVAILABLE:
+                if retry and self.retries and err.code() == grpc.StatusCode.UNAVAILABLE and (
+                        attempt < self.retries or time.monotonic() - started < RECONNECT_S):
                     delay = backoff_delay(attempt)
                     if time.monotonic() + delay < deadline:
                         attempt += 1

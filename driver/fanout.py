@@ -3,13 +3,21 @@
 A failure on one node must not hide the others: each node gets a ``Result``
 holding its value or its exception, and the caller decides (``raise_first()``,
 ``unwrap()``, ``failed``).
+
+The calls run on one process-wide pool whose threads are reused: starting a
+thread per node per fan-out cost more driver CPU than the RPCs themselves at
+100 nodes (bench/bench_scale.py). A fan-out started from inside a fan-out, or
+with its own ``max_workers``, gets a private pool instead, so nesting cannot
+starve the shared one.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -17,6 +25,29 @@ if TYPE_CHECKING:
     from driver.client import AgentClient
 
 T = TypeVar("T")
+# Enough for every node of a large inventory at once; threads start on demand and stay.
+SHARED_WORKERS = 256
+_shared: ThreadPoolExecutor | None = None
+_shared_lock = threading.Lock()
+_local = threading.local()  # .inside: this thread is running a fan-out's fn
+
+
+def _forget_pool() -> None:
+    """In a forked child the pool's threads do not exist: start afresh."""
+    global _shared, _shared_lock
+    _shared, _shared_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _shared_pool() -> ThreadPoolExecutor:
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = ThreadPoolExecutor(max_workers=SHARED_WORKERS,
+                                         thread_name_prefix="shakedown-fanout")
+        return _shared
 
 
 class FanOutTimeout(TimeoutError):
@@ -81,19 +112,28 @@ def fan_out(
     results: Results[T] = Results()
     if not clients:
         return results
-    pool = ThreadPoolExecutor(max_workers=max_workers or min(len(clients), 64),
-                              thread_name_prefix="shakedown-fanout")
+    private = max_workers is not None or getattr(_local, "inside", False)
+    pool = (ThreadPoolExecutor(max_workers=max_workers or min(len(clients), 64),
+                               thread_name_prefix="shakedown-fanout")
+            if private else _shared_pool())
 
     def timed(name: str, client: AgentClient) -> Result[T]:
+        _local.inside = True
         start = time.monotonic()
         try:
             return Result(name, value=fn(client), elapsed=time.monotonic() - start)
         except Exception as exc:  # kept per node; BaseException (Ctrl-C) still propagates
             return Result(name, error=exc, elapsed=time.monotonic() - start)
+        finally:
+            _local.inside = False
 
-    futures = {name: pool.submit(timed, name, client) for name, client in clients.items()}
+    futures: dict[str, Future[Result[T]]] = {
+        name: pool.submit(timed, name, client) for name, client in clients.items()}
     wait(futures.values(), timeout=timeout)
-    pool.shutdown(wait=False, cancel_futures=True)
+    for fut in futures.values():
+        fut.cancel()  # not started yet: never will (running ones finish in the background)
+    if private:
+        pool.shutdown(wait=False, cancel_futures=True)
     for name, fut in futures.items():
         if fut.done() and not fut.cancelled():
             results[name] = fut.result()

@@ -2,22 +2,24 @@
 
 The methods are registered on the client's signed channel the first time they
 are used. InjectFault is never retried (a lost answer would inject twice);
-list and heal are safe to repeat (healing a healed fault returns it again).
+list, heal and update_toxics are safe to repeat (healing a healed fault returns
+it again; update_toxics sends the full state).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from google.protobuf.message import Message
 
 from driver.client import SERVICE, AgentClient, _sid
-from driver.faults.types import Fault, FaultSpec
+from driver.faults.types import Fault, FaultSpec, Toxic
 from shakedown.agent.v1 import agent_pb2 as pb
 
 _RESPONSES: dict[str, type[Message]] = {
     "InjectFault": pb.Fault, "ListFaults": pb.ListFaultsResponse,
-    "HealFault": pb.Fault, "HealAll": pb.HealAllResponse,
+    "HealFault": pb.Fault, "HealAll": pb.HealAllResponse, "UpdateToxics": pb.Fault,
 }
 
 
@@ -56,3 +58,12 @@ def heal_all(client: AgentClient, session: object | None = None, *,
     req = (pb.HealAllRequest(session_id=_sid(session)) if session is not None
            else pb.HealAllRequest(all=True))
     return [Fault.from_pb(f) for f in _call(client, "HealAll", req, timeout, True).healed]
+
+
+def update_toxics(client: AgentClient, fault: str | Fault, toxics: Sequence[Toxic], *,
+                  timeout: float | None = None) -> Fault:
+    """Make ``toxics`` the live proxy's toxics (full state: ``()`` removes them all);
+    they apply to its existing connections too."""
+    fid = fault.id if isinstance(fault, Fault) else fault
+    req = pb.UpdateToxicsRequest(fault_id=fid, toxics=[t.to_pb() for t in toxics])
+    return Fault.from_pb(_call(client, "UpdateToxics", req, timeout, True))

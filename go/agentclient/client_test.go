@@ -143,6 +143,13 @@ func selfSigned(t *testing.T, dir string) (certFile, keyFile string) {
 func serve(t *testing.T, s *standIn) (string, agentclient.Options) {
 	dir := t.TempDir()
 	certFile, keyFile := selfSigned(t, dir)
+	srv, addr := start(t, s, certFile, keyFile, "127.0.0.1:0")
+	t.Cleanup(srv.Stop)
+	return addr, options(t, dir, certFile, keyFile)
+}
+
+// start serves s with mutual TLS on addr (":0" picks a port); the address it got.
+func start(t *testing.T, s *standIn, certFile, keyFile, addr string) (*grpc.Server, string) {
 	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
 		t.Fatal(err)
@@ -153,19 +160,57 @@ func serve(t *testing.T, s *standIn) (string, agentclient.Options) {
 	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{pair},
 		ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert})),
 		grpc.ForceServerCodec(rawCodec{}), grpc.UnknownServiceHandler(s.handler))
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
+	return srv, lis.Addr().String()
+}
+
+func options(t *testing.T, dir, certFile, keyFile string) agentclient.Options {
 	ring := filepath.Join(dir, "keys.json")
 	doc := `{"version": 1, "keys": [{"id": "driver-1", "principal": "driver", "secret": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=", "active": true, "created": 1}]}`
 	if err := os.WriteFile(ring, []byte(doc), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return lis.Addr().String(), agentclient.Options{CA: certFile, Cert: certFile, Key: keyFile,
+	return agentclient.Options{CA: certFile, Cert: certFile, Key: keyFile,
 		Keyring: ring, Backoff: time.Millisecond}
+}
+
+// gRPC's default reconnect backoff grows to 120 s, and a channel in backoff fails
+// calls at once: after seconds of refused calls, the first call to an agent that
+// was back and serving failed (decision 37).
+func TestACallJustAfterTheAgentCameBackGetsThrough(t *testing.T) {
+	s := newStandIn()
+	dir := t.TempDir()
+	certFile, keyFile := selfSigned(t, dir)
+	srv, addr := start(t, s, certFile, keyFile, "127.0.0.1:0")
+	ctx := context.Background()
+	c, err := agentclient.Dial(ctx, addr, options(t, dir, certFile, keyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.GetNodeInfo(ctx, &agentv1.GetNodeInfoRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop()
+	for deadline, n := time.Now().Add(8*time.Second), 0; time.Now().Before(deadline) && n < 40; n++ {
+		short, cancel := context.WithTimeout(ctx, time.Second)
+		_, err := c.GetNodeInfo(short, &agentv1.GetNodeInfoRequest{})
+		cancel()
+		if err == nil {
+			t.Fatal("GetNodeInfo answered with the server stopped")
+		}
+	}
+	again, _ := start(t, s, certFile, keyFile, addr)
+	defer again.Stop()
+	call, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := c.GetNodeInfo(call, &agentv1.GetNodeInfoRequest{}); err != nil {
+		t.Fatalf("the first call after the server came back: %v", err)
+	}
 }
 
 func newStandIn() *standIn {

@@ -35,6 +35,12 @@ func retriable(method string, req any) bool {
 	return idempotent[method]
 }
 
+// reconnectWindow: an idempotent call retries UNAVAILABLE for at least this long,
+// longer than the connection backoff's cap (dial.go) plus its jitter, so a call
+// made just after an agent came back sees the channel's next connect (as in the
+// Python client, decision 37).
+const reconnectWindow = 1500 * time.Millisecond
+
 // retrier retries idempotent calls on UNAVAILABLE with jittered exponential
 // backoff, inside the call's deadline, and types every error (fromStatus).
 type retrier struct {
@@ -45,10 +51,12 @@ type retrier struct {
 func (r retrier) unary(ctx context.Context, method string, req, reply any,
 	cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 	delay := r.base
+	started := time.Now()
 	for attempt := 1; ; attempt++ {
 		var trailer metadata.MD
 		err := invoker(ctx, method, req, reply, cc, append(opts, grpc.Trailer(&trailer))...)
-		if err == nil || status.Code(err) != codes.Unavailable || attempt >= r.attempts ||
+		spent := attempt >= r.attempts && time.Since(started) >= reconnectWindow
+		if err == nil || status.Code(err) != codes.Unavailable || spent ||
 			!retriable(method, req) {
 			return fromStatus(err, trailer)
 		}
