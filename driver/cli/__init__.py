@@ -24,6 +24,8 @@ GROUP_HELP = {
     "env": "local and remote test environments",
     "verify": "verify the authentication or the discovery of a system",
     "grpc": "list, describe and call gRPC services through reflection",
+    "fault": "inject, list and heal faults",
+    "fuzz": "generated workloads and faults, checked and shrunk",
 }
 GROUPS = tuple(GROUP_HELP)
 

@@ -59,10 +59,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="reference scheduler replicas to run (default 2; 0: none)",
     )
     create.add_argument(
+        "--scheduler-bug",
+        action="append",
+        metavar="NAME",
+        dest="scheduler_bugs",
+        help="start every scheduler replica with this planted bug (repeatable; e.g. "
+        "skip-orphan-gc, dual-leader, blind-write): a deliberately wrong system, for testing "
+        "that checkers find bugs",
+    )
+    create.add_argument(
         "--inventory",
         type=Path,
         metavar="FILE",
         help="remote nodes whose agents already run: record the config only",
+    )
+    create.add_argument(
+        "--compose",
+        action="store_true",
+        help="run the stack of docker-compose.e2e.yml (locally built images: "
+        "scripts/build-images.sh) instead of local processes",
     )
     add("list", "list environments", run_list, env_name=False, json_out=True)
     add(
@@ -150,6 +165,8 @@ def _status_table(st: Any) -> str:
     head = f"environment {st.name} ({st.kind}, {st.root}): {st.verdict}"
     if any(c.kind == "scheduler" for c in st.components):
         head += f"; scheduler leader: {', '.join(st.leaders) or 'none'}"
+    if st.scheduler_bugs:
+        head += f"\nPLANTED SCHEDULER BUGS: {', '.join(st.scheduler_bugs)}"
     return "\n".join([head, *lines, *(f"! {p}" for p in st.problems())])
 
 
@@ -170,14 +187,34 @@ def run_create(args: argparse.Namespace) -> int:
         raise CliError("--schedulers: not with --inventory (a remote environment is config only)")
     if args.nodes is not None and args.inventory:
         raise CliError("--nodes: not with --inventory (the inventory names the nodes)")
+    if args.scheduler_bugs and (args.inventory or args.schedulers == 0):
+        raise CliError("--scheduler-bug: needs local scheduler replicas "
+                       "(not with --inventory or --schedulers 0)")
+    if args.scheduler_bugs:
+        from driver.env.local import check_scheduler_bugs
+
+        try:
+            check_scheduler_bugs(args.scheduler_bugs)
+        except EnvError as exc:
+            raise CliError(str(exc)) from None
+    if args.compose and (args.inventory or args.nodes is not None or args.schedulers is not None
+                         or args.scheduler_bugs):
+        raise CliError("--compose: not with --inventory, --nodes, --schedulers or --scheduler-bug "
+                       "(docker-compose.e2e.yml fixes 3 agents and 2 scheduler replicas)")
+    env: Environment
     try:
         with _progress(not args.json) as progress:
-            if args.inventory:
+            if args.compose:
+                from driver.env.compose import ComposeEnvironment
+
+                env = ComposeEnvironment.create_compose(args.name, base=args.base,
+                                                        progress=progress)
+            elif args.inventory:
                 env = Environment.create_remote(args.name, args.inventory, base=args.base)
             else:
                 env = Environment.create(
                     args.name, nodes=args.nodes, schedulers=args.schedulers, base=args.base,
-                    progress=progress,
+                    progress=progress, scheduler_bugs=args.scheduler_bugs,
                 )
     except (EnvError, TimeoutError, OSError, ValueError) as exc:
         raise CliError(f"env create {args.name}: {exc}", exit_code=1) from None
@@ -204,7 +241,7 @@ def run_list(args: argparse.Namespace) -> int:
             "root": str(e.paths.root),
             "created_at": e.state.created_at,
             "components": len(e.state.components),
-            "running": sum(
+            "running": e.running_count() if hasattr(e, "running_count") else sum(
                 1
                 for c in e.state.components.values()
                 if (p := c.managed()) is not None and p.alive()
@@ -239,10 +276,12 @@ def run_start(args: argparse.Namespace) -> int:
         raise CliError(f"env start {args.name}: {exc}", exit_code=1) from None
     st = env.status()
     env.close()
+    healed = "".join(f"healed fault {f.id} ({f.kind} {f.component}): {f.heal_note}\n"
+                     for f in env.healed)
     _emit(
         args,
-        {"started": started, "status": st.to_json()},
-        (f"started: {', '.join(started)}\n" if started else "nothing was down\n")
+        {"started": started, "healed": [f.doc() for f in env.healed], "status": st.to_json()},
+        healed + (f"started: {', '.join(started)}\n" if started else "nothing was down\n")
         + _status_table(st),
     )
     return 0 if st.healthy else 1

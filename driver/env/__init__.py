@@ -3,7 +3,8 @@
 See `Environment`; the CLI is `shakedown env ...`.
 """
 
-from driver.env.environment import Environment, remove_docker_resources
+from driver.env.cleanup import remove_docker_resources
+from driver.env.environment import Environment
 from driver.env.state import EnvError, EnvNotFound, default_base
 from driver.env.status import ComponentStatus, EnvStatus
 

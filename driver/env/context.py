@@ -23,7 +23,7 @@ import secrets
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +35,7 @@ from shakedown.labels import SESSION_LABEL_PREFIX
 
 if TYPE_CHECKING:
     from driver.client import AgentClient
+    from driver.faults.context import ContextFaults
     from driver.inventory import Inventory
     from driver.session import SessionHandle
     from driver.types import Container, ContainerSpec, Network
@@ -104,12 +105,15 @@ class TestContext:
     __test__ = False  # not a pytest test class, despite the name
 
     def __init__(self, host: ContextHost, name: str, ttl: int,
-                 nodes: Collection[str] | None = None) -> None:
+                 nodes: Collection[str] | None = None,
+                 labels: Mapping[str, str] | None = None) -> None:
         self.host = host
         self.name = name
         self.ttl = ttl
         self.id = f"{slug(name)}-{secrets.token_hex(4)}"
+        # `labels`: extra ones (the pytest plugin adds the xdist worker); ours win.
         self.labels: dict[str, str] = {
+            **dict(labels or {}),
             CONTEXT_LABEL: self.id,
             ENV_LABEL: host.name,
             RUN_LABEL: host.run_id,
@@ -120,6 +124,16 @@ class TestContext:
         self.sessions: dict[str, SessionHandle] = {}
         self.temp_dir = host.temp_root / self.id
         self.opened = self.closed = False
+        self._faults: ContextFaults | None = None
+
+    @property
+    def faults(self) -> ContextFaults:
+        """Faults healed when the context closes (driver/faults/context.py)."""
+        if self._faults is None:
+            from driver.faults.context import ContextFaults
+
+            self._faults = ContextFaults(self)
+        return self._faults
 
     @property
     def nodes(self) -> list[str]:
@@ -164,7 +178,10 @@ class TestContext:
         if self.closed:
             return []
         self.closed = True
-        errors = [
+        self._follow_moved_agents()
+        # Component faults belong to no session: heal them first (agent faults go below).
+        errors = self._faults.close() if self._faults is not None else []
+        errors += [
             f"node {n}: closing session {self.sessions[n].id}: {e}"
             for n, e in self._per_session(lambda h: h.close()).failed.items()
         ]
@@ -175,6 +192,17 @@ class TestContext:
         except OSError as exc:
             errors.append(f"removing {self.temp_dir}: {exc}")
         return errors
+
+    def _follow_moved_agents(self) -> None:
+        """An agent restarted on another port (its own was taken meanwhile) has a new
+        client at the host, and the old one, under our session there, is closed: close the
+        session through the new one (the restart most likely ended it: NotFound, which
+        closing ignores)."""
+        now = self.host.clients()
+        for node, handle in self.sessions.items():
+            client = now.get(node)
+            if client is not None and client.address != handle.client.address:
+                handle.client = self.clients[node] = client
 
     def __enter__(self) -> TestContext:
         return self.open()
@@ -242,9 +270,10 @@ class TestContext:
 
 @contextmanager
 def open_context(env: Any, name: str = "", *, ttl: int = 30,
-                 nodes: Collection[str] | None = None) -> Iterator[TestContext]:
+                 nodes: Collection[str] | None = None,
+                 labels: Mapping[str, str] | None = None) -> Iterator[TestContext]:
     """`with open_context(env, "name") as ctx:` (what `Environment.context()` calls)."""
-    with TestContext(as_host(env), name, ttl, nodes) as ctx:
+    with TestContext(as_host(env), name, ttl, nodes, labels) as ctx:
         yield ctx
 
 

@@ -22,9 +22,11 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from driver.env import local
+from driver.env.cleanup import remove_docker_resources
+from driver.env.faults import frozen
 from driver.env.state import (
     EnvError,
     EnvNotFound,
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
     from driver.client import AgentClient
     from driver.discovery import Resolver
     from driver.env.context import TestContext
+    from driver.env.faults import ComponentFault, ComponentFaults
 
 Progress = Callable[[str], None]
 DEFAULT_NODES, MAX_NODES = 3, 32
@@ -60,6 +63,7 @@ class Environment:
         self.name, self.paths, self.state = name, paths, state
         self._clients: dict[str, AgentClient] | None = None
         self._lock = threading.Lock()
+        self.healed: list[ComponentFault] = []  # the component faults the last start() healed
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -67,6 +71,7 @@ class Environment:
     def create(
         cls, name: str, *, nodes: int | None = None, schedulers: int | None = None,
         base: Path | None = None, progress: Progress = _quiet,
+        scheduler_bugs: list[str] | None = None,
     ) -> Environment:
         """Create and start a local environment (3 nodes, 2 scheduler replicas by default);
         if it exists, heal it.
@@ -89,6 +94,11 @@ class Environment:
                     f"environment {name} exists with {have} scheduler(s), not {schedulers}; "
                     f"destroy it first (`shakedown env destroy {name}`), then "
                     f"`shakedown env create {name} --schedulers {schedulers}`")
+            bugs = env.state.scheduler_bugs
+            if scheduler_bugs is not None and sorted(set(scheduler_bugs)) != bugs:
+                raise EnvError(
+                    f"environment {name} exists with planted scheduler bugs "
+                    f"{bugs or 'none'}; destroy it first to change them")
             progress(f"environment {name} exists; starting what is down")
             env.start(progress)
             return env
@@ -100,6 +110,7 @@ class Environment:
             raise EnvError(f"--schedulers {schedulers}: must be between 0 and {MAX_SCHEDULERS}")
         paths.make()
         state = new_state(name, "local", f"{name}.{ZONE_SUFFIX}")
+        state.scheduler_bugs = sorted(set(scheduler_bugs or ()))
         progress(f"writing config: PKI, keyring, inventory for {nodes} node(s), "
                  f"{schedulers} scheduler(s)")
         try:
@@ -130,7 +141,12 @@ class Environment:
     @classmethod
     def load(cls, name: str, *, base: Path | None = None) -> Environment:
         paths = EnvPaths((base or default_base()) / check_name(name))
-        return cls(name, paths, load_state(paths, name))
+        state = load_state(paths, name)
+        if state.kind == "compose":  # the stack of docker-compose.e2e.yml
+            from driver.env.compose import ComposeEnvironment
+
+            return ComposeEnvironment(name, paths, state)
+        return cls(name, paths, state)
 
     @staticmethod
     def all(base: Path | None = None) -> list[Environment]:
@@ -150,10 +166,14 @@ class Environment:
             self.state = load_state(self.paths, self.name)
 
     def start(self, progress: Progress = _quiet) -> list[str]:
-        """Start every component that is down; returns what was started."""
+        """Heal every recorded component fault (`healed`), then start every component that is
+        down; returns what was started."""
         self._reload()
         if self.state.kind == "remote":
             return []
+        from driver.env.faults import heal_all
+
+        self.healed = heal_all(self, "env start", progress)
         started = []
         for comp in local.ordered(self.state):
             if local.is_running(comp):
@@ -184,6 +204,9 @@ class Environment:
 
     def destroy(self, progress: Progress = _quiet) -> None:
         """Stop everything, remove this environment's containers and networks, delete it."""
+        from driver.env.faults import drop_timers
+
+        drop_timers(self)
         self.stop(progress)
         if self.state.kind == "local":
             removed = remove_docker_resources([c.node for c in self.state.agents()])
@@ -223,6 +246,13 @@ class Environment:
                 self._clients = self.inventory().clients()
             return dict(self._clients)
 
+    @property
+    def faults(self) -> ComponentFaults:
+        """Component faults (stop an agent, freeze etcd ...): driver/env/faults.py."""
+        from driver.env.faults import ComponentFaults
+
+        return ComponentFaults(self)
+
     def status(self) -> EnvStatus:
         return collect(self.paths, self.state)
 
@@ -239,13 +269,14 @@ class Environment:
 
     def revive(self, component: str) -> bool:
         """Start one component if it is down (after a fault). Clients are kept: gRPC
-        channels reconnect to the same port. True when it had to be started."""
+        channels reconnect to the same port; an agent that had to move ports gets a new
+        client (its old one is closed). True when it had to be started."""
         comp = self.state.components.get(component)
         if comp is None:
             raise EnvError(f"no component {component!r} in environment {self.name}")
         if local.is_running(comp):
             proc = comp.managed()
-            if proc is not None and _stopped(proc.pid):  # frozen (SIGSTOP): thaw it
+            if proc is not None and frozen(proc.pid):  # SIGSTOPped: thaw it
                 os.kill(proc.pid, signal.SIGCONT)
                 return True
             return False
@@ -255,7 +286,7 @@ class Environment:
         finally:
             save_state(self.paths, self.state)
         if comp.kind == "agent" and comp.ports.get("grpc") != port:
-            self._reset_clients()  # it had to move: the old clients point nowhere
+            self._replace_client(comp.node)  # it had to move: its old client points nowhere
         return True
 
     def relaunch_on_new_port(self, component: str) -> int:
@@ -339,6 +370,20 @@ class Environment:
         with open_context(self, name, ttl=ttl) as ctx:
             yield ctx
 
+    def _replace_client(self, node: str) -> None:
+        """A new client for one node (its agent moved ports); the others stay open."""
+        if self._clients is None:
+            return  # none made yet: they will be, from the new inventory
+        fresh = self.inventory().clients([node])  # first: a failure here loses nothing
+        with self._lock:
+            if self._clients is None:  # reset meanwhile: nobody holds the new one
+                old = fresh.get(node)
+            else:
+                old = self._clients.get(node)
+                self._clients.update(fresh)
+        if old is not None:
+            old.close()
+
     def _reset_clients(self) -> None:
         with self._lock:
             for c in (self._clients or {}).values():
@@ -355,61 +400,4 @@ class Environment:
         self.close()
 
 
-def remove_docker_resources(nodes: list[str]) -> int:
-    """Containers, networks (by label) and dead claim volumes of these nodes: nobody else's."""
-    import docker
-
-    try:
-        client = docker.from_env()
-    except docker.errors.DockerException:
-        return 0
-    removed = 0
-    try:
-        for node in nodes:
-            selector = {"label": f"io.shakedown.node={node}"}
-            for c in client.containers.list(all=True, filters=selector):
-                c.remove(force=True)
-                removed += 1
-            for n in client.networks.list(filters=selector):
-                n.remove()
-                removed += 1
-            removed += _remove_dead_claim(client, node)
-    finally:
-        client.close()
-    return removed
-
-
-def _remove_dead_claim(client: Any, node: str) -> int:
-    """A SIGKILLed agent leaves its engine claim volume: remove it, unless a live agent holds it."""
-    import socket
-
-    import docker
-
-    from agent.claim import CLAIM, Holder, holder_alive, volume_name
-
-    try:
-        volume = client.volumes.get(volume_name(node))
-    except docker.errors.NotFound:
-        return 0
-    labels = dict(volume.attrs.get("Labels") or {})
-    if labels.get(CLAIM) != node:
-        return 0  # not a claim of ours, whatever its name says
-    if holder_alive(Holder.from_labels(labels), node, this_host=socket.gethostname()):
-        return 0
-    try:
-        volume.remove(force=True)
-    except docker.errors.NotFound:
-        return 0
-    return 1
-
-
-__all__ = ["EnvError", "EnvNotFound", "Environment", "remove_docker_resources"]
-
-
-def _stopped(pid: int) -> bool:
-    """The process is stopped (SIGSTOP): state T in /proc/PID/stat."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[:1] == ["T"]
+__all__ = ["EnvError", "EnvNotFound", "Environment"]

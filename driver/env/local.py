@@ -48,6 +48,9 @@ def plan(paths: EnvPaths, state: EnvState, nodes: int, schedulers: int = 0) -> N
     """
     names = [node_name(state.name, i) for i in range(1, nodes + 1)]
     replicas = [replica_name(state.name, i) for i in range(1, schedulers + 1)]
+    if state.scheduler_bugs and not replicas:
+        raise EnvError("--scheduler-bug: needs scheduler replicas (not --schedulers 0)")
+    check_scheduler_bugs(state.scheduler_bugs)
     principals = {"driver": "admin", "viewer": "observer"}
     if replicas:
         principals[SCHEDULER_PRINCIPAL] = "admin"
@@ -190,6 +193,27 @@ def _scheduler_binary() -> Path:
 
 
 NODE_TIMEOUT_S = 10
+SCHEDULER_BUGS_ENV = "SHAKEDOWN_SCHEDULER_BUGS"  # examples/scheduler/internal/bugs
+
+
+def check_scheduler_bugs(bugs: list[str]) -> None:
+    """Refuse (EnvError) a planted-bug name the scheduler binary does not know.
+
+    The binary is the one list of names: it parses every -bug before -h, so it
+    exits 0 exactly when all are known, else names the bad one.
+    """
+    import subprocess
+
+    if not bugs:
+        return
+    argv = [str(_scheduler_binary()), *(a for b in bugs for a in ("-bug", b)), "-h"]
+    env = {k: v for k, v in os.environ.items() if k != SCHEDULER_BUGS_ENV}
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=env)
+    if proc.returncode != 0:
+        # `invalid value "x" for flag -bug: "x" is not a planted bug; known: ...`
+        why = next((line.split("-bug: ", 1)[1] for line in proc.stderr.splitlines()
+                    if "-bug: " in line), _last_line(proc.stderr))
+        raise EnvError(f"--scheduler-bug: {why}")
 
 
 def _start_scheduler(binary: Path, paths: EnvPaths, state: EnvState,
@@ -215,8 +239,11 @@ def _start_scheduler(binary: Path, paths: EnvPaths, state: EnvState,
         "-metrics-port-file", str(metrics_file),
         # A test environment: a node down for 10 s loses its replicas (default 30 s).
         "-node-timeout", f"{NODE_TIMEOUT_S}s",
+        *(arg for bug in state.scheduler_bugs for arg in ("-bug", bug)),
     ]
-    proc = spawn(comp.name, argv, paths.log(comp.name), detach=True)
+    # The record is the only source of planted bugs: none inherited from our environment.
+    env = {k: v for k, v in os.environ.items() if k != SCHEDULER_BUGS_ENV}
+    proc = spawn(comp.name, argv, paths.log(comp.name), env=env, detach=True)
 
     def serving() -> bool:
         ports = [_read_port(f) for f in (port_file, metrics_file)]

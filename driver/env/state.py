@@ -129,6 +129,9 @@ class EnvState:
     run_id: str = field(default_factory=lambda: secrets.token_hex(4))
     components: dict[str, Component] = field(default_factory=dict)
     version: int = STATE_VERSION
+    # Planted bugs (`env create --scheduler-bug`) every scheduler replica starts with: a
+    # deliberately wrong scheduler for showing that checkers find what they should.
+    scheduler_bugs: list[str] = field(default_factory=list)
 
     @property
     def etcd(self) -> str | None:

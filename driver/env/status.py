@@ -54,6 +54,7 @@ class EnvStatus:
     dns: str | None = None
     etcd: str | None = None
     components: list[ComponentStatus] = field(default_factory=list)
+    scheduler_bugs: list[str] = field(default_factory=list)  # planted, from the record
 
     @property
     def healthy(self) -> bool:
@@ -144,7 +145,7 @@ def agent_status(node: NodeConfig, status: ComponentStatus) -> None:
 
 def collect(paths: EnvPaths, state: EnvState) -> EnvStatus:
     out = EnvStatus(state.name, state.kind, str(paths.root), state.domain, state.created_at,
-                    state.dns, state.etcd)
+                    state.dns, state.etcd, scheduler_bugs=list(state.scheduler_bugs))
     nodes = (
         {n.name: n for n in load_inventory(paths.inventory).nodes}
         if paths.inventory.exists()

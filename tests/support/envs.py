@@ -23,14 +23,16 @@ def assert_env_gone(client: docker.DockerClient, nodes: list[str], pids: list[in
 
 
 def module_env(base: Path, client: docker.DockerClient, nodes: int,
-               schedulers: int = 0) -> Iterator[Environment]:
+               schedulers: int = 0, scheduler_bugs: list[str] | None = None,
+               ) -> Iterator[Environment]:
     """Create, yield, destroy, and assert nothing of it is left (no process, container, file).
 
     No scheduler replicas unless asked: most tests only need agents, and CI time counts.
     """
     name = f"t{uuid.uuid4().hex[:8]}"
     try:
-        env = Environment.create(name, nodes=nodes, schedulers=schedulers, base=base)
+        env = Environment.create(name, nodes=nodes, schedulers=schedulers, base=base,
+                                 scheduler_bugs=scheduler_bugs)
     except BaseException:
         # A start that failed halfway leaves what did start running: take it all down.
         if (base / name / "env.json").exists():
@@ -38,6 +40,8 @@ def module_env(base: Path, client: docker.DockerClient, nodes: int,
         raise
     node_names = [c.node for c in env.state.agents()]
     pids = [p.pid for c in env.state.components.values() if (p := c.managed())]
-    yield env
-    env.destroy()
+    try:
+        yield env
+    finally:  # also when the generator is closed (a test looping over it failed)
+        env.destroy()
     assert_env_gone(client, node_names, pids, env.paths.root)
