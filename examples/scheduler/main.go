@@ -31,6 +31,7 @@ import (
 	schedulerv1 "github.com/shakedown-dev/shakedown/go/gen/scheduler/v1"
 
 	"github.com/shakedown-dev/shakedown/examples/scheduler/internal/agents"
+	"github.com/shakedown-dev/shakedown/examples/scheduler/internal/bugs"
 	"github.com/shakedown-dev/shakedown/examples/scheduler/internal/discovery"
 	"github.com/shakedown-dev/shakedown/examples/scheduler/internal/labels"
 	"github.com/shakedown-dev/shakedown/examples/scheduler/internal/leader"
@@ -46,6 +47,7 @@ type config struct {
 	interval, nodeTimeout                                                                            time.Duration
 	leaseTTL                                                                                         int
 	labels                                                                                           map[string]string
+	bugs                                                                                             bugs.Set
 }
 
 // labelFlag is a repeatable -label KEY=VALUE.
@@ -92,8 +94,14 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.metricsPortFile, "metrics-port-file", "", "write the bound -metrics port here once serving")
 	c.labels = map[string]string{}
 	fs.Var(labelFlag(c.labels), "label", "KEY=VALUE on every workload container and the agent session (repeatable)")
+	c.bugs = bugs.Set{}
+	fs.Var(c.bugs, "bug", "enable a planted bug, for testing the testers: "+strings.Join(c.bugs.Known(), ", ")+
+		" (repeatable; also $"+bugs.EnvVar+"=a,b); never in production")
 	if err := fs.Parse(args); err != nil {
 		return c, err
+	}
+	if err := c.bugs.AddList(os.Getenv(bugs.EnvVar)); err != nil {
+		return c, fmt.Errorf("$%s: %w", bugs.EnvVar, err)
 	}
 	if c.name == "" {
 		h, _ := os.Hostname()
@@ -185,8 +193,12 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 
 	m := metrics.New()
+	for _, b := range cfg.bugs.Names() { // loudly: a run with a planted bug must never pass for a real one
+		log.Warn("PLANTED BUG ENABLED: "+b+": "+bugs.Known[b], "bug", b)
+		m.PlantedBugs.WithLabelValues(b).Set(1)
+	}
 	st := store.New(etcd, cfg.etcdPrefix)
-	rec := reconcile.New(reconcile.Config{Interval: cfg.interval, NodeTimeout: cfg.nodeTimeout}, st,
+	rec := reconcile.New(reconcile.Config{Interval: cfg.interval, NodeTimeout: cfg.nodeTimeout, Bugs: cfg.bugs}, st,
 		func(ctx context.Context, name, addr string) (agents.Agent, error) {
 			c, err := agentclient.Dial(ctx, addr, agentOptions(cfg, name))
 			if err != nil {
@@ -246,7 +258,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 					}
 				}
 			}()
-			err := rec.Run(lctx, guard)
+			err := rec.Term(ctx, lctx, guard)
 			log.Info("reconciler stopped", "error", err)
 		})
 	}()

@@ -28,6 +28,7 @@ import (
 
 	schedulerv1 "github.com/shakedown-dev/shakedown/go/gen/scheduler/v1"
 
+	"github.com/shakedown-dev/shakedown/examples/scheduler/internal/bugs"
 	"github.com/shakedown-dev/shakedown/examples/scheduler/internal/discovery"
 	"github.com/shakedown-dev/shakedown/examples/scheduler/internal/etcdtest"
 )
@@ -75,13 +76,13 @@ type replica struct {
 	stop                func()
 }
 
-func startReplica(t *testing.T, certs string, e *etcdtest.Etcd, domain, name string) *replica {
+func startReplica(t *testing.T, certs string, e *etcdtest.Etcd, domain, name string, extra ...string) *replica {
 	t.Helper()
 	dir := t.TempDir()
 	portFile, metricsPortFile := filepath.Join(dir, "port"), filepath.Join(dir, "metrics-port")
-	cfg, err := parseFlags([]string{"-listen", "127.0.0.1:0", "-certs", certs, "-name", name, "-etcd", e.Endpoint,
+	cfg, err := parseFlags(append([]string{"-listen", "127.0.0.1:0", "-certs", certs, "-name", name, "-etcd", e.Endpoint,
 		"-etcd-prefix", e.Prefix, "-domain", domain, "-lease-ttl", "2", "-reconcile-interval", "200ms",
-		"-metrics", "127.0.0.1:0", "-port-file", portFile, "-metrics-port-file", metricsPortFile})
+		"-metrics", "127.0.0.1:0", "-port-file", portFile, "-metrics-port-file", metricsPortFile}, extra...))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -382,10 +383,53 @@ func TestFlags(t *testing.T) {
 	if err != nil || cfg.cert != filepath.Join("d", "agent-s1.crt") || cfg.clientCert != filepath.Join("d", "client-scheduler.crt") {
 		t.Fatalf("defaults: %+v %v", cfg, err)
 	}
+	if len(cfg.bugs) != 0 {
+		t.Fatalf("planted bugs on by default: %v", cfg.bugs)
+	}
+}
+
+func TestPlantedBugFlags(t *testing.T) {
+	t.Setenv(bugs.EnvVar, "blind-write,")
+	cfg, err := parseFlags([]string{"-certs", "d", "-name", "s1", "-bug", "dual-leader", "-bug", "skip-orphan-gc"})
+	if err != nil || cfg.bugs.String() != "blind-write,dual-leader,skip-orphan-gc" {
+		t.Fatalf("-bug and $%s: %v %v", bugs.EnvVar, cfg.bugs, err)
+	}
+	if _, err := parseFlags([]string{"-certs", "d", "-name", "s1", "-bug", "nope"}); err == nil ||
+		!strings.Contains(err.Error(), "-bug") || !strings.Contains(err.Error(), `"nope"`) {
+		t.Fatalf("unknown -bug: %v", err)
+	}
+	t.Setenv(bugs.EnvVar, "nope")
+	if _, err := parseFlags([]string{"-certs", "d", "-name", "s1"}); err == nil || !strings.Contains(err.Error(), bugs.EnvVar) {
+		t.Fatalf("unknown bug in $%s: %v", bugs.EnvVar, err)
+	}
 	if _, _, err := advertised("", "0.0.0.0:7450", 7450); err == nil || !strings.Contains(err.Error(), "-advertise") {
 		t.Fatalf("unspecified listen host: %v", err)
 	}
 	if h, p, err := advertised("", "127.0.0.1:0", 4242); err != nil || h != "127.0.0.1" || p != 4242 {
 		t.Fatalf("advertised: %s %d %v", h, p, err)
 	}
+}
+
+func TestPlantedBugsAreReportedInMetrics(t *testing.T) {
+	certs := pki(t)
+	e := etcdtest.Start(t)
+	domain := strings.TrimPrefix(e.Prefix, "/shakedown-scheduler-test-") + ".shakedown.test"
+	path, _ := discovery.ServicePath(discovery.SchedulerService, domain)
+	ec := e.Client(t)
+	t.Cleanup(func() { _, _ = ec.Delete(context.Background(), path+"/", clientv3.WithPrefix()) })
+	s1 := startReplica(t, certs, e, domain, "s1", "-bug", bugs.BlindWrite)
+	body := get(t, "http://"+s1.metrics+"/metrics")
+	if !strings.Contains(body, `scheduler_planted_bug{bug="blind-write"} 1`) || strings.Contains(body, `bug="dual-leader"`) {
+		t.Fatalf("/metrics does not report exactly the planted bug:\n%s", grepLines(body, "planted"))
+	}
+}
+
+func grepLines(text, word string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, word) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

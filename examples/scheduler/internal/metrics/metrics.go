@@ -21,6 +21,7 @@ type Metrics struct {
 	Nodes          *prometheus.GaugeVec   // health
 	Leader         prometheus.Gauge       // 1 while this replica leads
 	LeaderChanges  prometheus.Counter     // times this replica became leader
+	PlantedBugs    *prometheus.GaugeVec   // bug: 1 for each planted bug enabled (package bugs)
 }
 
 // New registers everything on a fresh registry.
@@ -43,9 +44,12 @@ func New() *Metrics {
 			Help: "1 while this replica is the leader, else 0."}),
 		LeaderChanges: prometheus.NewCounter(prometheus.CounterOpts{Name: "scheduler_leader_elected_total",
 			Help: "Times this replica was elected leader."}),
+		PlantedBugs: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "scheduler_planted_bug",
+			Help: "1 for each deliberately wrong behaviour this replica was started with (-bug); none in production."},
+			[]string{"bug"}),
 	}
 	m.Registry.MustRegister(m.ReconcileLoops, m.ReconcileTime, m.Actions, m.Replicas, m.Workloads, m.Nodes,
-		m.Leader, m.LeaderChanges, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.Leader, m.LeaderChanges, m.PlantedBugs, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	schedulerv1 "github.com/shakedown-dev/shakedown/go/gen/scheduler/v1"
+
+	"github.com/shakedown-dev/shakedown/examples/scheduler/internal/bugs"
 )
 
 type replicaKey struct {
@@ -44,6 +46,9 @@ func Decide(in Input) Output {
 		case !ok:
 			out.remove(c, "workload deleted")
 		case c.Index >= w.Replicas:
+			if in.Bugs.Has(bugs.SkipOrphanGC) {
+				continue // PLANTED BUG: the scaled-away replica's container is forgotten, not removed
+			}
 			out.remove(c, fmt.Sprintf("scaled down to %d replicas", w.Replicas))
 		default:
 			k := replicaKey{c.WorkloadID, c.Index}

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	schedulerv1 "github.com/shakedown-dev/shakedown/go/gen/scheduler/v1"
+
+	"github.com/shakedown-dev/shakedown/examples/scheduler/internal/bugs"
 )
 
 var now = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -301,5 +303,21 @@ func TestUnknownStateIsLeftAlone(t *testing.T) {
 		Containers: []Container{ctr("c0", "n1", 0, StateUnknown, 0)}}
 	if out := Decide(in); len(out.Actions) != 0 || out.Status["w1"][0].ContainerID != "c0" {
 		t.Fatalf("%q %+v", kinds(out.Actions), out.Status["w1"][0])
+	}
+}
+
+func TestPlantedSkipOrphanGCKeepsScaledAwayContainers(t *testing.T) {
+	in := Input{Now: now, NodeTimeout: 10 * time.Second, Workloads: []Workload{web(1, always)}, Nodes: healthy("n1"),
+		Containers: []Container{ctr("c0", "n1", 0, StateRunning, 0), ctr("c1", "n1", 1, StateRunning, 0)}}
+	if got := kinds(Decide(in).Actions); got != "remove:n1:c1" {
+		t.Fatalf("default: actions %q, want the scaled-away container removed", got)
+	}
+	in.Bugs = bugs.Set{bugs.SkipOrphanGC: true}
+	if got := kinds(Decide(in).Actions); got != "" {
+		t.Fatalf("skip-orphan-gc: actions %q, want none (the orphan stays)", got)
+	}
+	in.Workloads = nil // a deleted workload's containers still go
+	if got := kinds(Decide(in).Actions); got != "remove:n1:c0 remove:n1:c1" {
+		t.Fatalf("skip-orphan-gc, deleted workload: actions %q", got)
 	}
 }

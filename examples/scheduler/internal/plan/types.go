@@ -7,6 +7,8 @@ import (
 	"time"
 
 	schedulerv1 "github.com/shakedown-dev/shakedown/go/gen/scheduler/v1"
+
+	"github.com/shakedown-dev/shakedown/examples/scheduler/internal/bugs"
 )
 
 // Workload is the part of a desired workload that decisions depend on.
@@ -126,6 +128,7 @@ type Input struct {
 	// From reachable nodes only: an unreachable node's containers are unknown.
 	Containers []Container
 	Status     map[string][]Replica // the previous status, by workload id
+	Bugs       bugs.Set             // planted bugs to act out (none in production)
 }
 
 // Output is the decision: actions, and the status they lead to.

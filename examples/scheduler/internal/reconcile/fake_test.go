@@ -159,6 +159,7 @@ type fakeState struct {
 	status    map[string][]plan.Replica
 	nodes     []store.NodeStatus
 	notLeader bool
+	puts      int // PutRecord calls (planted bug blind-write)
 }
 
 func (s *fakeState) add(name string, replicas int32, policy schedulerv1.RestartPolicy) string {
@@ -253,4 +254,18 @@ func (c *clock) advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.t = c.t.Add(d)
+}
+
+func (s *fakeState) PutRecord(_ context.Context, rec store.Record) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.puts++
+	for i := range s.records {
+		if s.records[i].ID == rec.ID {
+			s.records[i] = rec
+			return nil
+		}
+	}
+	s.records = append(s.records, rec)
+	return nil
 }

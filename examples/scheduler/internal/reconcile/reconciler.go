@@ -16,6 +16,7 @@ import (
 	schedulerv1 "github.com/shakedown-dev/shakedown/go/gen/scheduler/v1"
 
 	"github.com/shakedown-dev/shakedown/examples/scheduler/internal/agents"
+	"github.com/shakedown-dev/shakedown/examples/scheduler/internal/bugs"
 	"github.com/shakedown-dev/shakedown/examples/scheduler/internal/metrics"
 	"github.com/shakedown-dev/shakedown/examples/scheduler/internal/plan"
 	"github.com/shakedown-dev/shakedown/examples/scheduler/internal/store"
@@ -27,6 +28,9 @@ type State interface {
 	WriteStatus(ctx context.Context, guard clientv3.Cmp, id string, reps []plan.Replica) error
 	WriteNodes(ctx context.Context, guard clientv3.Cmp, nodes []store.NodeStatus) error
 	Nodes(ctx context.Context) ([]store.NodeStatus, error)
+	// PutRecord writes a workload record unconditionally: only the planted
+	// bug blind-write calls it.
+	PutRecord(ctx context.Context, rec store.Record) error
 }
 
 // ForgetAfter is how long an agent whose discovery record is gone stays
@@ -39,6 +43,7 @@ type Config struct {
 	NodeTimeout  time.Duration // unreachable this long: move its replicas
 	ProbeTimeout time.Duration // per agent and pass
 	ActTimeout   time.Duration // per action
+	Bugs         bugs.Set      // planted bugs to act out (none in production)
 }
 
 // Reconciler is the leader's loop. Discovery feeds it agents at any time;
@@ -51,6 +56,8 @@ type Reconciler struct {
 	log     *slog.Logger
 	now     func() time.Time
 	trigger chan struct{}
+	term    zombie                  // planted bug dual-leader
+	cached  map[string]store.Record // planted bug blind-write: a record per template
 }
 
 // New makes a reconciler; m may be nil.
@@ -64,9 +71,14 @@ func New(cfg Config, state State, dial Dialer, m *metrics.Metrics, log *slog.Log
 	if m == nil {
 		m = metrics.New()
 	}
-	return &Reconciler{cfg: cfg, state: state, metrics: m, log: log, now: time.Now,
+	r := &Reconciler{cfg: cfg, state: state, metrics: m, log: log, now: time.Now,
 		nodes:   &nodeTable{nodes: map[string]*node{}, dial: dial, log: log},
-		trigger: make(chan struct{}, 1)}
+		trigger: make(chan struct{}, 1), cached: map[string]store.Record{}}
+	if cfg.Bugs.Has(bugs.DualLeader) {
+		r.term.state = &zombieState{State: state}
+		r.state = r.term.state
+	}
+	return r
 }
 
 // SetAgents is discovery's current answer: agent name -> host:port.
@@ -132,11 +144,13 @@ func (r *Reconciler) Pass(ctx context.Context, guard clientv3.Cmp) (err error) {
 	}
 	in := plan.Input{Now: start, NodeTimeout: r.cfg.NodeTimeout, Nodes: r.nodes.Plan(start),
 		Containers: seen, Status: status}
+	in.Bugs = r.cfg.Bugs
 	specs := map[string]store.Record{}
 	for _, rec := range recs {
 		in.Workloads = append(in.Workloads, store.PlanWorkload(rec))
 		specs[rec.ID] = rec
 	}
+	r.cache(recs)
 	out := plan.Decide(in)
 	for _, a := range out.Actions {
 		r.act(ctx, a, specs, out.Status)
@@ -149,6 +163,9 @@ func (r *Reconciler) Pass(ctx context.Context, guard clientv3.Cmp) (err error) {
 		stamp(reps, status[id], start)
 		if err := r.state.WriteStatus(ctx, guard, id, reps); err != nil {
 			return fmt.Errorf("write status of %s: %w", id, err)
+		}
+		if err := r.writeBack(ctx, id); err != nil {
+			return err
 		}
 	}
 	if err := r.state.WriteNodes(ctx, guard, r.nodes.Status()); err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/shakedown-dev/shakedown/go/agentclient"
 	schedulerv1 "github.com/shakedown-dev/shakedown/go/gen/scheduler/v1"
 
+	"github.com/shakedown-dev/shakedown/examples/scheduler/internal/bugs"
 	"github.com/shakedown-dev/shakedown/examples/scheduler/internal/labels"
 	"github.com/shakedown-dev/shakedown/examples/scheduler/internal/plan"
 	"github.com/shakedown-dev/shakedown/examples/scheduler/internal/store"
@@ -23,13 +24,19 @@ const always = schedulerv1.RestartPolicy_RESTART_POLICY_ALWAYS
 
 func setup(t *testing.T, names ...string) (*Reconciler, cluster, *fakeState, *clock) {
 	t.Helper()
+	return setupBugs(t, nil, names...)
+}
+
+// setupBugs is setup with planted bugs enabled.
+func setupBugs(t *testing.T, planted bugs.Set, names ...string) (*Reconciler, cluster, *fakeState, *clock) {
+	t.Helper()
 	c := cluster{}
 	for _, n := range names {
 		c[n] = newFakeAgent(n)
 	}
 	st := &fakeState{}
 	clk := &clock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
-	r := New(Config{Interval: time.Hour, NodeTimeout: 10 * time.Second}, st, c.dial, nil,
+	r := New(Config{Interval: time.Hour, NodeTimeout: 10 * time.Second, Bugs: planted}, st, c.dial, nil,
 		slog.New(slog.NewTextHandler(io.Discard, nil)))
 	r.now = clk.now
 	r.SetAgents(c.registered())

@@ -286,6 +286,24 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 	return ErrConflict
 }
 
+// PutRecord writes rec and its name key as they are, comparing nothing: a
+// newer write is overwritten and a deleted workload restored. Only the
+// planted bug blind-write (package bugs) calls it; every other spec write
+// compares the revision it read.
+func (s *Store) PutRecord(ctx context.Context, rec Record) error {
+	raw, err := protojson.Marshal(rec.Spec)
+	if err != nil {
+		return err
+	}
+	val, err := encode(rec, raw)
+	if err != nil {
+		return err
+	}
+	_, err = s.c.Txn(ctx).Then(clientv3.OpPut(s.workloadKey(rec.ID), val),
+		clientv3.OpPut(s.nameKey(rec.Spec.GetName()), rec.ID)).Commit()
+	return err
+}
+
 // WriteStatus stores a workload's replica status if guard (the leader's
 // comparison) holds and the workload still exists.
 func (s *Store) WriteStatus(ctx context.Context, guard clientv3.Cmp, id string, reps []plan.Replica) error {

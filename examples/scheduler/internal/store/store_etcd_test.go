@@ -143,3 +143,37 @@ func TestStatusWritesNeedLeadership(t *testing.T) {
 		t.Fatalf("status %+v %v", got, err)
 	}
 }
+
+// PutRecord is the write of the planted bug blind-write: against a real etcd
+// it overwrites a newer acknowledged update and brings back a deleted workload,
+// which the revision-checked Apply and Delete never do.
+func TestPlantedBlindWriteOverwritesNewerAndRestoresDeleted(t *testing.T) {
+	e := etcdtest.Start(t)
+	s := store.New(e.Client(t), e.Prefix)
+	ctx := context.Background()
+	old, _, err := s.Apply(ctx, spec("1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	scaled := spec("1")
+	scaled.Replicas = 3
+	if _, _, err := s.Apply(ctx, scaled); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutRecord(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := s.Get(ctx, old.ID)
+	if err != nil || got.Spec.GetReplicas() != 1 || got.Generation != 1 {
+		t.Fatalf("after the blind write: %+v %v; want the acknowledged scale to 3 overwritten", got, err)
+	}
+	if err := s.Delete(ctx, old.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutRecord(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	if id, err := s.Resolve(ctx, "", "web"); err != nil || id != old.ID {
+		t.Fatalf("after delete and a blind write: %q %v; want the workload back", id, err)
+	}
+}
