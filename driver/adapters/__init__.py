@@ -3,6 +3,7 @@
 from driver.adapters.base import (
     PHASES,
     RESTART_POLICIES,
+    LabelsByName,
     Node,
     Port,
     Replica,
@@ -11,5 +12,5 @@ from driver.adapters.base import (
     WorkloadSpec,
 )
 
-__all__ = ["PHASES", "RESTART_POLICIES", "Node", "Port", "Replica", "SystemAdapter",
-           "Workload", "WorkloadSpec"]
+__all__ = ["PHASES", "RESTART_POLICIES", "LabelsByName", "Node", "Port", "Replica",
+           "SystemAdapter", "Workload", "WorkloadSpec"]

@@ -93,3 +93,13 @@ class SystemAdapter(Protocol):
         """Labels that select this workload's containers on the agents."""
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class LabelsByName(Protocol):
+    """Optional: an adapter that also labels containers by workload name lets the fuzzer
+    find containers of ids it never learned (an apply whose answer was lost created one)."""
+
+    def name_labels(self, name: str) -> dict[str, str]:
+        """Labels that select every container made for a workload called ``name``,
+        whatever its id."""

@@ -27,6 +27,7 @@ DISCOVERY_NAME = "scheduler"
 # The scheduler's label convention (examples/scheduler/internal/labels).
 MANAGED_LABEL = "dev.shakedown.scheduler.managed"
 WORKLOAD_LABEL = "dev.shakedown.scheduler.workload-id"
+NAME_LABEL = "dev.shakedown.scheduler.workload"
 _PHASES = {"PHASE_PENDING": "pending", "PHASE_RUNNING": "running", "PHASE_FAILED": "failed",
            "PHASE_SUCCEEDED": "succeeded", "PHASE_UNSPECIFIED": "pending"}
 _RESTART = {"always": "RESTART_POLICY_ALWAYS", "on-failure": "RESTART_POLICY_ON_FAILURE",
@@ -129,6 +130,9 @@ class SchedulerAdapter:
 
     def container_labels(self, workload: Workload) -> dict[str, str]:
         return {MANAGED_LABEL: "true", WORKLOAD_LABEL: workload.id}
+
+    def name_labels(self, name: str) -> dict[str, str]:
+        return {MANAGED_LABEL: "true", NAME_LABEL: name}
 
     def close(self) -> None:
         with self._lock:

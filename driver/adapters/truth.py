@@ -21,12 +21,16 @@ def observe(agents: Mapping[str, AgentClient], system: SystemAdapter,
             workload: Workload) -> list[Observed]:
     """Every container (running or not) the agents hold for workload, by its labels.
     An unreachable agent contributes nothing: callers that need all nodes check nodes()."""
-    labels = system.container_labels(workload)
+    return labelled(agents, system.container_labels(workload))
+
+
+def labelled(agents: Mapping[str, AgentClient], labels: Mapping[str, str]) -> list[Observed]:
+    """Every container (running or not) the agents hold with all of ``labels``."""
     out: list[Observed] = []
     for node, client in sorted(agents.items()):
         try:
-            found = client.list(labels, all=True)
-        except ShakedownError:
+            found = client.list(dict(labels), all=True)
+        except (ShakedownError, ValueError):  # ValueError: a client closed under us
             continue
         out += [Observed(node, c) for c in found]
     return out
