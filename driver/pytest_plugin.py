@@ -15,6 +15,11 @@ only, so with remote nodes it must already exist there), `shakedown_node`
 (parametrizes a test over the environment's nodes). Markers: `shakedown`,
 `suite(name)`, `slow`.
 
+Under pytest-xdist (`-n 4`) every worker has its own clients and contexts; the
+workers of one run share its run id (xdist's testrunuid, the `shakedown.run`
+label with an inventory) and each context also carries `shakedown.worker`
+(gw0, gw1 ...), so a worker's containers are told apart from the others'.
+
 A node that is down (probed once per run, on first need) does not take the
 others' tests with it: its own `shakedown_node` tests are skipped, or with
 `--shakedown-missing error` fail, with one line saying why; `ctx` leaves it out.
@@ -47,6 +52,7 @@ pytest_plugins = ["driver.adapters.fixtures", "driver.dynamic.fixtures",
 ENV_FIXTURES = frozenset({"shakedown_env", "shakedown_node"})
 NODES_KEY = pytest.StashKey[list[str]]()
 PROBE_TIMEOUT_S = 5.0  # a node that does not answer GetNodeInfo within this is down
+WORKER_LABEL = "shakedown.worker"
 MISSING_HELP = (
     "no Shakedown environment: pass --shakedown-env NAME or --shakedown-inventory FILE "
     "(or set SHAKEDOWN_ENV / SHAKEDOWN_INVENTORY)"
@@ -174,7 +180,11 @@ def shakedown_env(pytestconfig: pytest.Config,
         if sel.inventory:
             from driver.env.context import InventoryEnv
 
+            # One run id for every xdist worker of the run (each would draw its own).
             env = InventoryEnv(sel.inventory, temp_root=tmp_path_factory.mktemp("shakedown-ctx"))
+            uid = os.environ.get("PYTEST_XDIST_TESTRUNUID", "")[:8]
+            if uid:
+                env.run_id = uid
         else:
             from driver.env import Environment
 
@@ -236,8 +246,9 @@ def ctx(shakedown_env: Any, request: pytest.FixtureRequest,
     live = [n for n in shakedown_env.clients() if n not in down]
     if not live:
         pytest.fail("every node is down: " + "; ".join(down.values()), pytrace=False)
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
     with open_context(shakedown_env, request.node.nodeid, ttl=selection(pytestconfig).ttl,
-                      nodes=live) as context:
+                      nodes=live, labels={WORKER_LABEL: worker} if worker else None) as context:
         yield context
 
 

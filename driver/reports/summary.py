@@ -8,6 +8,11 @@ A test's suite is its `suite(name)` marker, else its module's name without
 `test_`. `success_rate` = passed / (passed + failed + errors): skips do not
 count, and it is null when nothing ran. An xfail counts as skipped, an xpass
 as passed; a failing setup or teardown is an error (one outcome per test).
+
+Under pytest-xdist (`-n 4`) the controller writes the one report: every test's
+outcome reaches it as the workers' reports do, and what only a worker knows (the
+`suite` markers it collected, the metrics its tests recorded) comes back in
+`workeroutput` when the worker finishes and is merged then.
 """
 
 from __future__ import annotations
@@ -78,14 +83,15 @@ def write_json(path: Path, doc: dict[str, Any]) -> None:
     os.replace(tmp, path)  # readers never see half a file
 
 
-class SummaryCollector:
-    def __init__(self, config: pytest.Config, path: Path) -> None:
-        self.config, self.path = config, path
-        self.started = time.time()
-        self.t0 = time.monotonic()
+WORKER_OUTPUT_KEY = "shakedown_summary"
+
+
+class _Recorder:
+    """Suite of each collected test and the metrics its tests record (both ends of xdist)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
         self.suite: dict[str, str] = {}
-        self.outcomes: dict[str, tuple[str, str]] = {}
-        self.durations: dict[str, float] = {}
         self.metrics: dict[str, dict[str, Any]] = {}
 
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
@@ -94,13 +100,56 @@ class SummaryCollector:
             name = str(marker.args[0]) if marker and marker.args else suite_of_path(item.nodeid)
             self.suite[item.nodeid] = name
 
+    def record(self, nodeid: str, name: str, value: Any) -> None:
+        suite = self.suite.get(nodeid) or suite_of_path(nodeid)
+        self.metrics.setdefault(suite, {})[name] = value
+
+
+class WorkerRecorder(_Recorder):
+    """On an xdist worker: hands its suites and metrics to the controller at the end."""
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        # Runs inside xdist's own sessionfinish wrapper, before workeroutput is sent.
+        self.config.workeroutput[WORKER_OUTPUT_KEY] = {  # type: ignore[attr-defined]
+            "suite": self.suite, "metrics": self.metrics}
+
+
+class SummaryCollector(_Recorder):
+    def __init__(self, config: pytest.Config, path: Path) -> None:
+        super().__init__(config)
+        self.path = path
+        self.started = time.time()
+        self.t0 = time.monotonic()
+        self.outcomes: dict[str, tuple[str, str]] = {}
+        self.test_durations: dict[str, float] = {}
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        """xdist: a worker finished (or died); merge what it sent, if anything."""
+        data = (getattr(node, "workeroutput", None) or {}).get(WORKER_OUTPUT_KEY)
+        if not isinstance(data, dict):
+            return
+        self.suite.update(data.get("suite", {}))
+        for suite, metrics in data.get("metrics", {}).items():
+            self.metrics.setdefault(suite, {}).update(metrics)
+
+    @property
+    def durations(self) -> dict[str, float]:
+        """Seconds per suite (resolved at the end: a worker's markers arrive last)."""
+        out: dict[str, float] = {}
+        for nodeid, seconds in self.test_durations.items():
+            suite = self.suite.get(nodeid) or suite_of_path(nodeid)
+            out[suite] = out.get(suite, 0.0) + seconds
+        return out
+
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:  # a module that does not even import is an error of its suite
             self.outcomes[report.nodeid] = (suite_of_path(report.nodeid), "errors")
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         suite = self.suite.get(report.nodeid) or suite_of_path(report.nodeid)
-        self.durations[suite] = self.durations.get(suite, 0.0) + float(report.duration or 0.0)
+        self.test_durations[report.nodeid] = (self.test_durations.get(report.nodeid, 0.0)
+                                              + float(report.duration or 0.0))
         previous = self.outcomes.get(report.nodeid, (suite, ""))[1]
         outcome = previous
         if report.when == "setup":
@@ -119,8 +168,10 @@ class SummaryCollector:
         opt = self.config.getoption
         env = opt("shakedown_env", default=None) or opt("shakedown_inventory", default=None)
         junit = opt("xmlpath", default=None)
+        outcomes = {nodeid: (self.suite.get(nodeid, suite), outcome)
+                    for nodeid, (suite, outcome) in self.outcomes.items()}
         doc = build_summary(
-            self.outcomes, env=str(env or os.environ.get("SHAKEDOWN_ENV", "")),
+            outcomes, env=str(env or os.environ.get("SHAKEDOWN_ENV", "")),
             started_at=self.started, duration_s=time.monotonic() - self.t0,
             junit=str(Path(junit).resolve()) if junit else None, exit_code=int(exitstatus),
         )
@@ -134,10 +185,6 @@ class SummaryCollector:
                 durations=self.durations, metrics=self.metrics,
                 run_id=os.environ.get("SHAKEDOWN_RUN_ID")))
 
-    def record(self, nodeid: str, name: str, value: Any) -> None:
-        suite = self.suite.get(nodeid) or suite_of_path(nodeid)
-        self.metrics.setdefault(suite, {})[name] = value
-
 
 @pytest.fixture
 def scenario_metric(request: pytest.FixtureRequest) -> Any:
@@ -146,7 +193,7 @@ def scenario_metric(request: pytest.FixtureRequest) -> Any:
     collector = request.config.pluginmanager.get_plugin("shakedown-summary")
 
     def record(name: str, value: Any) -> None:
-        if isinstance(collector, SummaryCollector):
+        if isinstance(collector, _Recorder):
             collector.record(request.node.nodeid, name, value)
 
     return record
@@ -163,5 +210,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     path = config.getoption("shakedown_summary", default=None)
-    if path and not hasattr(config, "workerinput"):  # xdist workers: the controller writes
+    if not path:
+        return
+    if hasattr(config, "workerinput"):  # an xdist worker: the controller writes the files
+        config.pluginmanager.register(WorkerRecorder(config), "shakedown-summary")
+    else:
         config.pluginmanager.register(SummaryCollector(config, Path(path)), "shakedown-summary")

@@ -80,14 +80,17 @@ def test_scheduler_calls_to_agents_are_signed(system: Any, shakedown_env: Any,
     from shakedown import keyring
 
     name = f"{env.name}-rogue{secrets.token_hex(2)}"
-    cert, key = issue_agent(env.paths.certs, name, ["127.0.0.1", "localhost"])
+    # Where the scheduler can reach an agent of ours: loopback locally, this side's
+    # address on the stack's network in a compose environment.
+    host = getattr(env, "local_agent_host", "127.0.0.1")
+    cert, key = issue_agent(env.paths.certs, name, sorted({host, "127.0.0.1", "localhost"}))
     ring = keyring.load(env.paths.keys)
     forged = keyring.Keyring(tuple(dataclasses.replace(k, secret=secrets.token_bytes(32))
                                    if k.principal == "scheduler" else k for k in ring.keys))
     keys = tmp_path / "keys.json"
     keyring.save(forged, keys)
     port_file = tmp_path / "port"
-    proc = spawn(name, [sys.executable, "-m", "agent", "--name", name, "--listen", "127.0.0.1:0",
+    proc = spawn(name, [sys.executable, "-m", "agent", "--name", name, "--listen", f"{host}:0",
                         "--certs", str(env.paths.certs), "--keys", str(keys),
                         "--state-dir", str(tmp_path / "state"), "--port-file", str(port_file),
                         "--register-etcd", env.etcd, "--register-domain", env.domain],
