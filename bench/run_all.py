@@ -30,11 +30,18 @@ SCRIPTS = {
     "goclient": "bench_goclient.py",
     "cli": "bench_cli.py",
     "scheduler": "bench_scheduler.py",
+    "checker": "bench_checker.py",
+    "faults": "bench_faults.py",
+    "scale": "bench_scale.py",
+    "fuzz": "bench_fuzz.py",
+    "compose": "bench_compose.py",
 }
-# Generous bounds: a full run of each script takes well under 2 minutes.
+# Generous bounds: a full run of each script takes a few minutes at most, but bench_fuzz
+# (3 bugs x 3 seeds x 300 s, about 50 minutes).
 TIMEOUT = {"lifecycle": 300, "rpc": 300, "rss": 200, "discovery": 120, "context": 300,
            "burst": 400, "dynamic": 200,
-           "goclient": 300, "cli": 300, "scheduler": 400}
+           "goclient": 300, "cli": 300, "scheduler": 400, "checker": 600, "faults": 400,
+           "scale": 900, "compose": 900, "fuzz": 4800}
 
 
 def run_one(name: str, quick: bool) -> tuple[dict[str, Any] | None, float, str]:
