@@ -14,6 +14,10 @@ command -v etcdctl >/dev/null || need+=(etcd-client)
 command -v iptables >/dev/null || need+=(iptables)
 command -v ip >/dev/null || need+=(iproute2)
 command -v dig >/dev/null || need+=(bind9-dnsutils)
+command -v chromium >/dev/null || need+=(chromium)  # the fuzz report's browser test
+# The compose stack (make images / make e2e): the base image's rootfs, and a compose client.
+command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 || need+=(docker-compose)
 if ((${#need[@]})); then
   log "installing ${need[*]}"
   $SUDO apt-get update -qq
@@ -38,6 +42,7 @@ command -v go >/dev/null || { echo "Go (>= 1.26) is needed to build CoreDNS: htt
 log "CoreDNS: $(scripts/build-coredns.sh | tail -1)"
 log "auth test server: $(scripts/build-authtestserver.sh | tail -1)"
 log "scheduler: $(scripts/build-scheduler.sh | tail -1)"
+log "porcupine cross-checker: $(scripts/build-porcupine.sh | tail -1)"
 
 if ! docker info >/dev/null 2>&1; then
   log "starting dockerd (log: .cache/dockerd.log)"
