@@ -23,6 +23,7 @@ from driver.adapters.scheduler import MANAGED_LABEL
 from driver.env import Environment
 from driver.faults.client import list_faults
 from driver.fuzz.harness import Step
+from driver.fuzz.machine import ClusterMachine
 from driver.fuzz.program import Artifact
 from driver.fuzz.replay import replay
 from driver.fuzz.runner import FuzzConfig, run_fuzz
@@ -220,4 +221,65 @@ def test_an_agent_that_had_to_move_ports_leaves_the_rig_working(env: Environment
         ours = {h.id for h in rig.ctx.sessions.values()}
     # Every session of the run is gone, the moved agent's and the other one's.
     assert not ours & {s.id for c in env.clients().values() for s in c.sessions()}
+    assert _left(env) == []
+
+
+def test_a_replay_after_the_replicas_restart_reaches_them(env: Environment) -> None:
+    """A replay whose artifact allows process faults starts the scheduler's replicas afresh,
+    on new ports. Its first write used to go out before discovery had them, came back
+    Unavailable (indeterminate, so the model allowed anything) and the replay "passed"
+    having tested nothing: the lie below must be caught in every run."""
+    art = Artifact(env=env.name, seed=1, kinds=["leader-kill"],
+                   steps=[Step("start", {"replicas": 2})])
+    system = ShortScale(env.adapter())
+    try:
+        again = replay(env, art, times=2, system=system)
+    finally:
+        system.close()
+    assert (again.failed, again.inconclusive, again.errors) == (2, 0, []), again
+    assert _left(env) == []
+
+
+class Unreachable:
+    """A system whose writes never get an answer: every apply is Unavailable."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.name = "unreachable"
+
+    def apply(self, spec: WorkloadSpec) -> Any:
+        from shakedown.errors import Unavailable
+
+        raise Unavailable("connection refused (planted)")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+class StartOnly(ClusterMachine):
+    """Writes only by ``start`` (a delete of nothing would get an answer, which is one)."""
+
+    apply = delete = burst = None  # type: ignore[assignment]
+
+
+def test_writes_that_never_got_an_answer_are_no_verdict(env: Environment) -> None:
+    """Not a pass: a replay whose every write was indeterminate is inconclusive (and the
+    CLI's exit would be 2), and a run whose every example was is "unknown", not valid."""
+    art = Artifact(env=env.name, seed=1, kinds=[],
+                   steps=[Step("start", {"replicas": 1}), Step("converge", {})])
+    system = Unreachable(env.adapter())
+    try:
+        again = replay(env, art, times=1, system=system)
+        assert (again.failed, again.inconclusive, again.still_fails) == (0, 1, False), again
+        assert again.errors and "no verdict" in again.errors[0], again.errors
+        r = run_fuzz(env, FuzzConfig(budget_s=40, seed=2, steps=2, examples=2,
+                                     kinds=frozenset()), system=system, machine=StartOnly)
+    finally:
+        system.close()
+    assert r.valid == "unknown" and r.exit_code == 2, r.summary
+    assert r.summary["inconclusive"] == r.summary["examples"] >= 1
+    assert "never tested" in (r.summary["error"] or ""), r.summary
+    # The control: the same steps against the real system are a conclusive pass.
+    clean = replay(env, art, times=1)
+    assert (clean.failed, clean.inconclusive, clean.errors) == (0, 0, []), clean
     assert _left(env) == []

@@ -138,13 +138,14 @@ def _replay(env: Any, args: argparse.Namespace) -> int:
     r = replay(env, art, times=args.times, out=out)
     doc = {"artifact": str(args.replay), "runs": r.runs, "failed": r.failed,
            "still_fails": r.still_fails, "flake_rate": r.flake_rate,
+           "inconclusive": r.inconclusive,
            "violations": r.violations, "errors": r.errors, "reports_dir": str(out)}
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
         state = "still fails" if r.still_fails else "no longer fails"
-        print(f"replay of {args.replay}: {state} in {r.failed}/{r.runs} run(s) "
-              f"(flake rate {r.flake_rate:.0%})")
+        print(f"replay of {args.replay}: {state} in {r.failed}/{r.conclusive} conclusive "
+              f"run(s) of {r.runs} (flake rate {r.flake_rate:.0%})")
         for e in r.errors:
             print(f"  error: {e}")
     if r.errors and not r.failed:

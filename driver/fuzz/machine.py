@@ -143,6 +143,13 @@ class ClusterMachine(RuleBasedStateMachine):
             raise BudgetExhausted(h.budget.elapsed())
         self.model = h.model = Model(prefix=h.begin_example())
         self.broken = False
+        self.writes = self.answered = 0  # answered: ok or fail, the system's own word
+
+    @property
+    def conclusive(self) -> bool:
+        """Whether the system answered any write. When every one was indeterminate (it was
+        unreachable), the model allows any outcome and a pass proves nothing."""
+        return self.answered > 0 or self.writes == 0
 
     # ------------------------------------------------------------ workload rules
 
@@ -243,6 +250,8 @@ class ClusterMachine(RuleBasedStateMachine):
             if not self.broken:
                 self._heal_all()
                 self._judge()
+                if not self.conclusive:
+                    h.inconclusive += 1
         except InvariantViolated:
             self.broken = True
             raise
@@ -286,6 +295,7 @@ class ClusterMachine(RuleBasedStateMachine):
             value = register_value(spec)
             f = "apply" if name not in m.may_end else "update"
         tok = h.history.invoke(process, f, real, value, None)
+        self.writes += 1
         try:
             if spec is None:
                 h.system.delete(real)
@@ -293,6 +303,7 @@ class ClusterMachine(RuleBasedStateMachine):
                 m.saw(name, h.system.apply(spec))
         except ShakedownError as exc:
             kind = "info" if type(exc).__name__ in INDETERMINATE else "fail"
+            self.answered += kind == "fail"
             h.history.complete(tok, kind, error=f"{type(exc).__name__}: {exc}")
             if kind == "info" and settle:
                 m.indeterminate(name, value)
@@ -303,6 +314,7 @@ class ClusterMachine(RuleBasedStateMachine):
             h.history.complete(tok, "info", error=f"{type(exc).__name__}: {exc}")
             m.indeterminate(name, value)
             raise
+        self.answered += 1
         h.history.complete(tok, "ok", value)
         if settle:
             m.acknowledged(name, value)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -23,7 +24,7 @@ from driver.faults.client import heal_all as heal_session
 from driver.faults.client import heal_fault, inject_fault
 from driver.faults.types import FaultSpec
 from driver.fuzz.strategies import CONTAINER_FAULTS, FaultChoice
-from shakedown.errors import NotFound
+from shakedown.errors import NotFound, ShakedownError
 
 
 class ComponentFaults(Protocol):
@@ -41,6 +42,27 @@ class Injected:
     targets: tuple[str, ...]
     label: str
     node: str = ""  # the agent holding an agent fault; "" for component faults
+
+
+def answering(system: SystemAdapter, within: float, poll: float = 0.25) -> None:
+    """Wait until the system answers a read. Restarted replicas come back on new ports, and
+    a step sent before discovery has them gets Unavailable: an indeterminate write, which
+    the model lets end any way, so the example would pass having tested nothing."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            system.list()
+            return
+        except ShakedownError as exc:
+            if time.monotonic() >= deadline:
+                raise SystemNotAnswering(
+                    f"the system did not answer within {within:g} s of its replicas' "
+                    f"restart: {type(exc).__name__}: {exc}") from None
+        time.sleep(poll)
+
+
+class SystemNotAnswering(RuntimeError):
+    """The system under test did not come back after a restart: no example can run."""
 
 
 class NothingToFault(LookupError):
@@ -156,7 +178,11 @@ class Nemesis:
         hit = force or bool(self.touched & _PROCESS_FAULTS)
         self.touched = set()
         restart = getattr(self.components, "restart_schedulers", None)
-        return restart() if hit and restart is not None else []
+        if not hit or restart is None:
+            return []
+        done: list[str] = restart()
+        answering(self.system, READY_S)
+        return done
 
     def heal_all(self) -> list[str]:
         """Heal every active fault (each is tried; the first error is raised after), in
@@ -184,6 +210,9 @@ class Nemesis:
         return ids
 
 
+# Seconds restarted replicas get to answer (they wait for etcd, then register in
+# discovery); a loaded 2-core machine has taken over 5.
+READY_S = 30.0
 _PROCESS_FAULTS = {"leader-kill", "leader-pause", "etcd-pause"}
 _HEAL_ORDER = {"etcd-pause": 0, "coredns-stop": 1, "leader-kill": 2, "leader-pause": 2,
                "agent-stop": 3}

@@ -58,15 +58,21 @@ class ReplayResult:
     failed: int
     violations: list[list[str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # Runs that proved nothing: our environment broke, or the system answered no write.
+    inconclusive: int = 0
 
     @property
     def still_fails(self) -> bool:
         return self.failed > 0
 
     @property
+    def conclusive(self) -> int:
+        return self.runs - self.inconclusive
+
+    @property
     def flake_rate(self) -> float:
-        """The share of runs that did not reproduce the failure."""
-        return round(1 - self.failed / self.runs, 3) if self.runs else 0.0
+        """The share of conclusive runs that did not reproduce the failure."""
+        return round(1 - self.failed / self.conclusive, 3) if self.conclusive else 0.0
 
 
 def replay(env: Any, art: Artifact, *, times: int = 5, out: Path | None = None,
@@ -91,10 +97,14 @@ def replay(env: Any, art: Artifact, *, times: int = 5, out: Path | None = None,
                 except InvariantViolated as exc:
                     found.append(str(exc))
         except Exception as exc:  # the run broke: not a reproduction, but say why
-            result.errors.append(f"run {i + 1}: {type(exc).__name__}: {exc}")
+            state.harness.errors.append(f"{type(exc).__name__}: {exc}")
         broke = state.harness.errors[errors_before:]
+        if not found and not broke and not state.conclusive:
+            broke = [f"none of its {state.writes} writes got an answer (all indeterminate): "
+                     "no verdict"]
         if broke and not found:  # our environment broke, the steps proved nothing
             result.errors += [f"run {i + 1}: {e}" for e in broke]
+            result.inconclusive += 1
             continue
         if found:
             result.failed += 1

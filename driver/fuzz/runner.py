@@ -169,6 +169,9 @@ def _finish(env: Any, rig: Rig, harness: Harness, cfg: FuzzConfig, run_seed: int
 
     rig.close_history()
     failure = smallest_failure(harness.failures)
+    if failure is None and not harness.errors and 0 < harness.examples <= harness.inconclusive:
+        harness.errors.append(f"none of the {harness.examples} examples' writes got an answer "
+                              "(all indeterminate): the system was never tested")
     results = run_checkers(out / "history.jsonl", harness.failures, found, CHECK_LIMIT_S,
                            harness.errors)
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
@@ -182,6 +185,7 @@ def _finish(env: Any, rig: Rig, harness: Harness, cfg: FuzzConfig, run_seed: int
     summary = {
         "env": env.name, "seed": run_seed, "valid": results["valid"],
         "examples": harness.examples, "steps": harness.steps_total,
+        "inconclusive": harness.inconclusive,
         "elapsed_s": round(budget.elapsed(), 1), "budget": budget.split(),
         "found_at_s": budget.found_at, "kinds": sorted(harness.kinds),
         "shrunk_steps": len(failure.steps) if failure else None,
