@@ -10,7 +10,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from agent.faults import partition
+from agent.faults import netns, partition
 from agent.faults.manager import FaultManager
 from agent.identity import Caller
 from agent.runtime import DockerRuntime
@@ -87,5 +87,49 @@ def test_targets_sharing_a_namespace_are_refused(
         finally:
             if side is not None:
                 side.remove(force=True)
+            rt.close()
+    asyncio.run(main())
+
+
+def test_healing_a_partition_whose_container_dies_mid_heal_is_no_error(
+        node: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The container stops after the heal looked it up and before nsenter ran (a kill or
+    the scheduler's removal racing the heal): its namespace, and our chain, are gone, so
+    the heal is done, not a FailedPrecondition (which once made a fuzz run "unknown")."""
+    async def main() -> None:
+        rt = DockerRuntime(node)
+        sm = SessionManager(rt)
+        fm = FaultManager(rt, sm, tmp_path)
+        try:
+            rec = sm.open("alice", ttl=30)
+            a = await sm.create_container(rec.id, OWNER, SPEC, start=True)
+            b = await sm.create_container(rec.id, OWNER, SPEC, start=True)
+            fault = await fm.inject(rec.id, OWNER, grudge((a.id, [b.id])))
+            real = rt.inspect
+
+            async def inspect_then_lose_a(ref: str) -> pb.Container:
+                seen = await real(ref)
+                if ref == a.id and seen.pid > 0:
+                    await rt.kill(a.id)  # a's namespace vanishes after it was looked up
+                return seen
+            monkeypatch.setattr(rt, "inspect", inspect_then_lose_a)
+            healed = await fm.heal(fault.id)
+            assert healed.healed and "namespace" in healed.heal_note, healed.heal_note
+            assert fm.list() == [] and list((tmp_path / "faults").glob("*.json")) == []
+            # nsenter failing while the container runs on is a real failure: the fault
+            # stays in force, to be healed again.
+            c = await sm.create_container(rec.id, OWNER, SPEC, start=True)
+            fault = await fm.inject(rec.id, OWNER, grudge((b.id, [c.id])))
+            monkeypatch.setattr(rt, "inspect", real)
+
+            async def refuse(pid: int, chain: str, drop_table: bool) -> tuple[str, bool]:
+                raise netns.NetnsError("iptables-restore failed (planted)")
+            monkeypatch.setattr(netns, "remove_chain", refuse)
+            with pytest.raises(FailedPrecondition, match="planted"):
+                await fm.heal(fault.id)
+            assert [f.id for f in fm.list()] == [fault.id]
+            monkeypatch.undo()
+            assert (await fm.heal(fault.id)).healed and fm.list() == []
+        finally:
             rt.close()
     asyncio.run(main())

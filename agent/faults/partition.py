@@ -182,6 +182,28 @@ async def undo(runtime: DockerRuntime, step: Undo) -> tuple[str, bool]:
         return "container gone: its namespace and rules with it", False
     if box.pid <= 0:
         return "container not running: its namespace and rules are gone", False
-    # A different pid is a new namespace (the container restarted): the chain died with
-    # the old one, and a filter table there is not ours to remove.
-    return await netns.remove_chain(box.pid, step.chain, step.drop_table and box.pid == step.pid)
+    try:
+        # A different pid is a new namespace (the container restarted): the chain died with
+        # the old one, and a filter table there is not ours to remove.
+        return await netns.remove_chain(box.pid, step.chain,
+                                        step.drop_table and box.pid == step.pid)
+    except netns.NetnsError:
+        # The container stopped (or was removed) between the inspect and nsenter: its
+        # namespace, and our chain in it, went with it; anything else is a real failure.
+        gone = await _namespace_gone(runtime, step.container, box.pid)
+        if gone:
+            return gone, False
+        raise
+
+
+async def _namespace_gone(runtime: DockerRuntime, container: str, pid: int) -> str:
+    """Why the namespace of ``pid`` (the container's) is gone now, or "" when it is not."""
+    try:
+        box = await runtime.inspect(container)
+    except NotFound:
+        return "container gone: its namespace and rules with it"
+    if box.pid <= 0:
+        return "container not running: its namespace and rules are gone"
+    if box.pid != pid or not os.path.exists(f"/proc/{pid}/ns/net"):
+        return "container restarted meanwhile: the namespace with our rules is gone"
+    return ""
