@@ -20,9 +20,13 @@ from driver.fuzz.runner import FuzzConfig, run_fuzz
 from tests.support.envs import module_env
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.planted]
-BUDGET_S = float(os.environ.get("SHAKEDOWN_PLANTED_BUDGET", "360"))
+# 9 min: with seed 3 the leadership bug was found after ~2, and its shrink attempts took
+# ~50 s each (a 12 s freeze, the convergence window, a failing one replayed to confirm).
+BUDGET_S = float(os.environ.get("SHAKEDOWN_PLANTED_BUDGET", "540"))
 SEED = int(os.environ.get("SHAKEDOWN_PLANTED_SEED", "3"))
 MAX_STEPS = 8
+# Needs no race: its shrunk program (scale up, converge, scale down) fails every time.
+DETERMINISTIC = {"skip-orphan-gc"}
 
 
 @pytest.mark.parametrize("bug", ["skip-orphan-gc", "blind-write", "dual-leader"])
@@ -44,12 +48,15 @@ def test_a_planted_bug_is_found_shrunk_and_replays(
         results = json.loads((r.reports_dir / "results.json").read_text())
         anomalies = [a for c in results["checkers"].values() for a in c["anomalies"]]
         assert anomalies and all(a["ops"] for a in anomalies[:1]), results
-        # Reported, not required: a race (blind-write's lost scale) can shrink to a program
-        # that reproduces only sometimes; that rate is what --replay is for.
+        # A race (blind-write's lost scale) can shrink to a program that reproduces only
+        # sometimes; that rate is what --replay is for. But a replay must test something:
+        # its writes reach the system (they once all came back Unavailable, and "passed").
         again = replay(env, art, times=3, out=r.reports_dir)
-        print(f"replay: {again.failed}/3 failed, flake rate {again.flake_rate}, "
-              f"errors {again.errors}")
-        assert again.runs == 3
+        print(f"replay: {again.failed}/{again.conclusive} conclusive runs failed, flake rate "
+              f"{again.flake_rate}, errors {again.errors}")
+        assert again.conclusive >= 2, again.errors
+        if bug in DETERMINISTIC:
+            assert again.failed == again.conclusive, again
 
 
 def test_no_planted_bug_no_false_alarm(tmp_path_factory: pytest.TempPathFactory,

@@ -112,6 +112,9 @@ def run(args: argparse.Namespace) -> int:
           f"{s['elapsed_s']} s (budget {s['budget']['total_s']:g} s: search "
           f"{s['budget']['search_s']:g} s, shrink the rest)")
     print(f"seed: {result.seed}")
+    if s.get("inconclusive"):
+        print(f"{s['inconclusive']} example(s) proved nothing: the system answered none of "
+              "their writes")
     if result.program:
         print(f"shrunk to {s['shrunk_steps']} step(s):")
         for v in s["violations"]:

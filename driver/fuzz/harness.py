@@ -77,6 +77,7 @@ class Harness:
     window: float = DEFAULT_WINDOW
     grace: float = GRACE
     mode: str = "search"  # or "replay": how a violation ends an example (machine._judge)
+    seed: int = 0  # the run's: with an example's number, it seeds that example's mix
     examples: int = 0
     steps_total: int = 0
     steps: list[Step] = field(default_factory=list)

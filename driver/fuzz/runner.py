@@ -75,19 +75,20 @@ def run_fuzz(env: Any, cfg: FuzzConfig, *, machine: type[ClusterMachine] = Clust
     budget = Budget(cfg.budget_s, cfg.search_share)
     with rig_for(env, out / "history.jsonl", system=system, kinds=cfg.kinds) as rig:
         harness = rig.harness(budget, window=cfg.window, on_step=on_step)
+        harness.seed = run_seed
         bound = type(machine.__name__, (machine,), {"harness": harness})
-        db = _database(env.paths.root, harness)
+        db = _database(env.paths.root, harness, machine)
         found, printed = _search(bound, cfg, run_seed, db)
         shrunk = _shrink(bound, harness, db) if harness.failures else None
         return _finish(env, rig, harness, cfg, run_seed, out, found, printed, budget, shrunk)
 
 
-def _database(root: Path, harness: Harness) -> Path:
-    """One example database per machine and set of fault kinds: the rules a saved example
-    used must exist when it is replayed (else Hypothesis sees different draws)."""
+def _database(root: Path, harness: Harness, machine: type[ClusterMachine]) -> Path:
+    """One example database per machine, mix and set of fault kinds: the rules and actions
+    a saved example drew must exist when it is replayed (else its draws mean other steps)."""
     import hashlib
 
-    sig = ",".join([type(harness).__name__, *sorted(harness.kinds)])
+    sig = ",".join([machine.__qualname__, repr(machine.MIX), *sorted(harness.kinds)])
     return root / "fuzz-db" / hashlib.sha256(sig.encode()).hexdigest()[:12]
 
 
