@@ -140,6 +140,8 @@ def _cli(env: Environment, *args: str) -> subprocess.CompletedProcess[str]:
     (["--steps", "-1"], "--steps '-1': want a positive integer"),
     (["--faults", "kill,partiton"], "--faults: unknown kind partiton"),
     (["--window", "0"], "--window 0: want a positive number of seconds"),
+    (["--search-share", "1.5"], "--search-share: '1.5': want a fraction in (0, 1]"),
+    (["--search-share", "half"], "--search-share: 'half': want a fraction in (0, 1]"),
 ])
 def test_bad_arguments_name_the_flag(env: Environment, args: list[str], message: str) -> None:
     out = _cli(env, *args)

@@ -41,6 +41,16 @@ def _positive(flag: str) -> Any:
     return parse
 
 
+def _share(text: str) -> float:
+    try:
+        share = float(text)
+    except ValueError:
+        share = -1.0
+    if not 0 < share <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: want a fraction in (0, 1], e.g. 0.7")
+    return share
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("fuzz", help="generated workloads and faults, checked and shrunk",
                        description=__doc__.split("\n\n")[0] if __doc__ else None)
@@ -48,6 +58,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--base", type=Path, metavar="DIR", help="where environments live")
     p.add_argument("--budget", type=budget_seconds, default=120.0, metavar="DURATION",
                    help="wall time for search and shrink together (default 2m)")
+    p.add_argument("--search-share", type=_share, default=0.5, metavar="FRACTION",
+                   help="the share of the budget the search may use; shrinking gets the "
+                   "rest once a failure is found (default 0.5; 1 for a search-only run)")
     p.add_argument("--seed", type=int, default=None, help="Hypothesis seed (default: random)")
     p.add_argument("--steps", type=_positive("--steps"), default=10,
                    help="steps per example at most (default 10)")
@@ -97,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
     if args.window <= 0:
         raise CliError(f"--window {args.window:g}: want a positive number of seconds")
     cfg = FuzzConfig(budget_s=args.budget, seed=args.seed, steps=args.steps,
-                     examples=args.examples, window=args.window, kinds=kinds)
+                     examples=args.examples, window=args.window, kinds=kinds,
+                     search_share=args.search_share)
     try:
         with Progress(args.budget, enabled=sys.stderr.isatty() and not args.json) as bar:
             result = run_fuzz(env, cfg, on_step=bar.update)
