@@ -110,6 +110,19 @@ def test_a_lying_system_is_found_shrunk_and_replays(env: Environment) -> None:
         # Without the lie the same program passes: the failure is the system's, not ours.
         clean = replay(env, art, times=1, out=r.reports_dir)
         assert (clean.failed, clean.errors) == (0, [])
+
+        # The next run starts from the saved failure, as Hypothesis's database would: found
+        # in its first example, no search; against the honest system it is tried, passes,
+        # and the search runs as usual.
+        again_run = run_fuzz(env, FuzzConfig(budget_s=60, seed=6, steps=8, examples=30,
+                                             kinds=frozenset()), system=system)
+        s2 = again_run.summary
+        assert again_run.valid is False and s2["resumed"] is True, s2
+        assert s2["found_steps"] <= len(art.steps) and s2["found_at_s"] < 30, s2
+        honest = run_fuzz(env, FuzzConfig(budget_s=30, seed=6, steps=4, examples=3,
+                                          kinds=frozenset()))
+        assert honest.valid is True and honest.summary["resumed"] is False, honest.summary
+        assert honest.summary["examples"] >= 2, honest.summary  # the saved one, then a search
     finally:
         system.close()
     assert _left(env) == []

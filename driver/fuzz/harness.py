@@ -84,6 +84,7 @@ class Harness:
     failures: list[Failure] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # examples that broke without a verdict
     inconclusive: int = 0  # examples that held but whose every write was indeterminate
+    resumed: bool = False  # the failure an earlier run saved still failed: no search
     last_check: list[str] = field(default_factory=list)
     model: Model | None = None  # the running example's (the nemesis looks workloads up)
     on_step: Callable[[Harness], None] | None = None  # progress

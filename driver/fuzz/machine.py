@@ -132,7 +132,7 @@ class ClusterMachine(RuleBasedStateMachine):
         self.model = h.model = Model(prefix=h.begin_example())
         self.broken = False
         self.writes = self.answered = 0  # answered: ok or fail, the system's own word
-        self.rng: random.Random | None = None  # the mix's, drawn by the first action
+        self.rng: random.Random | None = None  # the mix's, seeded by the first action
 
     @property
     def conclusive(self) -> bool:

@@ -29,7 +29,7 @@ from driver.fuzz.harness import DEFAULT_WINDOW, Harness, Step, smallest_failure
 from driver.fuzz.machine import BudgetExhausted, ClusterMachine, FailureFound, InvariantViolated
 from driver.fuzz.program import Artifact, render_program
 from driver.fuzz.rig import Rig, rig_for
-from driver.fuzz.shrink import Shrunk, confirmed, ddmin
+from driver.fuzz.shrink import Shrunk, confirmed, ddmin, reliable
 
 EXIT = {True: 0, False: 1, "unknown": 2}
 CHECK_LIMIT_S = 60.0
@@ -78,7 +78,10 @@ def run_fuzz(env: Any, cfg: FuzzConfig, *, machine: type[ClusterMachine] = Clust
         harness.seed = run_seed
         bound = type(machine.__name__, (machine,), {"harness": harness})
         db = _database(env.paths.root, harness, machine)
-        found, printed = _search(bound, cfg, run_seed, db)
+        # A failure an earlier run saved is tried first, as Hypothesis's database would
+        # (its saved choices no longer mean the same steps: the mix is seeded per example).
+        found, printed = (None, []) if _resume(bound, harness, db) else \
+            _search(bound, cfg, run_seed, db)
         shrunk = _shrink(bound, harness, db) if harness.failures else None
         return _finish(env, rig, harness, cfg, run_seed, out, found, printed, budget, shrunk)
 
@@ -137,6 +140,22 @@ def _replays(bound: type[ClusterMachine], harness: Harness,
     return still_fails
 
 
+def _resume(bound: type[ClusterMachine], harness: Harness, db: Path) -> bool:
+    """Replay the shrunk failure an earlier run saved beside the database; True (and it is
+    this run's failure, to shrink further) when it still fails."""
+    try:
+        steps = Artifact.load(db / "shrunk.json").steps
+    except (ValueError, OSError):
+        return False
+    harness.mode = "replay"
+    try:
+        failed = _replays(bound, harness)(steps) is True
+    finally:
+        harness.mode = "search"
+    harness.resumed = failed
+    return failed
+
+
 def _shrink(bound: type[ClusterMachine], harness: Harness, db: Path) -> Shrunk | None:
     """Shrink the smallest failure by steps; start from the best one an earlier run saved
     (in the example database's directory) when it still fails, so shrinking resumes."""
@@ -147,8 +166,12 @@ def _shrink(bound: type[ClusterMachine], harness: Harness, db: Path) -> Shrunk |
     def forget(at: int) -> None:  # a lucky failure of a racy candidate is not reported
         del harness.failures[at:]
 
-    still_fails = confirmed(_replays(bound, harness), mark=lambda: len(harness.failures),
-                            forget=forget)
+    once = _replays(bound, harness)
+    steady = reliable(once, best.steps)
+    if steady is None:
+        return Shrunk(best.steps, 0, 0, False)
+    still_fails = confirmed(once, mark=lambda: len(harness.failures), forget=forget,
+                            runs=2 if steady else 1)
     saved = db / "shrunk.json"
     with contextlib.suppress(ValueError, OSError):
         prior = Artifact.load(saved).steps
@@ -186,7 +209,7 @@ def _finish(env: Any, rig: Rig, harness: Harness, cfg: FuzzConfig, run_seed: int
     summary = {
         "env": env.name, "seed": run_seed, "valid": results["valid"],
         "examples": harness.examples, "steps": harness.steps_total,
-        "inconclusive": harness.inconclusive,
+        "inconclusive": harness.inconclusive, "resumed": harness.resumed,
         "elapsed_s": round(budget.elapsed(), 1), "budget": budget.split(),
         "found_at_s": budget.found_at, "kinds": sorted(harness.kinds),
         "shrunk_steps": len(failure.steps) if failure else None,

@@ -8,8 +8,11 @@ quarters, ... then single steps) and keeps every removal after which the
 replayed steps still break an invariant. Every attempt is a real run, recorded
 in the history like any other example.
 
-A racy failure can fail one replay by luck: a candidate is kept only when it
-fails twice in a row (``confirmed``), else the shrunk program may not replay.
+A racy candidate can fail one replay by luck. When the failure found replays
+twice in a row (``reliable``), a candidate is kept only when it does too
+(``confirmed``), else the shrunk program may not replay. When it does not, a
+candidate that fails once is as good as what it came from, and demanding two in a
+row kept a 10-step leadership failure from shrinking at all (decision 38).
 """
 
 from __future__ import annotations
@@ -76,3 +79,13 @@ def confirmed(once: Callable[[list[Step]], bool | None], *, mark: Callable[[], i
                 return verdict
         return True
     return still_fails
+
+
+def reliable(once: Callable[[list[Step]], bool | None], steps: list[Step]) -> bool | None:
+    """Whether ``steps`` fail twice in a row (one replay when the first passes); None when
+    the budget ran out first."""
+    for _ in range(2):
+        verdict = once(steps)
+        if verdict is not True:
+            return verdict
+    return True
