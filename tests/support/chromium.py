@@ -200,8 +200,13 @@ def headless_chromium(workdir: Path, *, timeout: float = 60.0) -> Iterator[Brows
             "--disable-extensions", "--mute-audio", "--hide-scrollbars",
             f"--window-size={WIDTH},{HEIGHT}", "about:blank"]
     log_path = workdir / "chromium.log"
+    # Its shared-memory files (--disable-dev-shm-usage) and singleton socket go in TMPDIR:
+    # a short directory of its own (a socket path has ~100 bytes), removed with the
+    # profile, so no org.chromium.Chromium.* is left in /tmp.
+    scratch = tempfile.mkdtemp(prefix="sdcr-")
+    env = {**os.environ, "TMPDIR": scratch}
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, env=env,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     cdp: CDP | None = None
     try:
@@ -221,6 +226,7 @@ def headless_chromium(workdir: Path, *, timeout: float = 60.0) -> Iterator[Brows
             cdp.close()
         _stop(proc)
         shutil.rmtree(profile, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
