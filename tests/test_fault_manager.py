@@ -4,7 +4,9 @@ partition is applied unwinds the targets before it; shared namespaces are refuse
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -30,6 +32,18 @@ def save(pid: int) -> str:
     return "".join(line + "\n" for line in out.splitlines() if not line.startswith("#"))
 
 
+@contextlib.contextmanager
+def _manager(node: str, state: Path, *adopt: str,
+             ) -> Iterator[tuple[DockerRuntime, SessionManager, FaultManager]]:
+    """An in-process fault manager on a runtime of ``node`` (closed afterwards)."""
+    rt = DockerRuntime(node, adopt)
+    try:
+        sm = SessionManager(rt)
+        yield rt, sm, FaultManager(rt, sm, state)
+    finally:
+        rt.close()
+
+
 def grudge(*pairs: tuple[str, list[str]]) -> pb.FaultSpec:
     spec = pb.FaultSpec(kind=pb.FAULT_KIND_PARTITION)
     spec.partition.grudges.extend(pb.Grudge(target=t, peers=p) for t, p in pairs)
@@ -39,10 +53,7 @@ def grudge(*pairs: tuple[str, list[str]]) -> pb.FaultSpec:
 def test_a_target_failing_mid_apply_unwinds_the_ones_before_it(
         node: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     async def main() -> None:
-        rt = DockerRuntime(node)
-        sm = SessionManager(rt)
-        fm = FaultManager(rt, sm, tmp_path)
-        try:
+        with _manager(node, tmp_path) as (_, sm, fm):
             rec = sm.open("alice", ttl=30)
             a = await sm.create_container(rec.id, OWNER, SPEC, start=True)
             b = await sm.create_container(rec.id, OWNER, SPEC, start=True)
@@ -59,8 +70,6 @@ def test_a_target_failing_mid_apply_unwinds_the_ones_before_it(
                 await fm.inject(rec.id, OWNER, grudge((a.id, [b.id]), (b.id, [a.id])))
             assert save(a.pid) == before  # a's chain went with the failure
             assert fm.list() == [] and list((tmp_path / "faults").glob("*.json")) == []
-        finally:
-            rt.close()
     asyncio.run(main())
 
 
@@ -69,25 +78,22 @@ def test_targets_sharing_a_namespace_are_refused(
     label = f"{RUN_LABEL}={RUN_ID}-{node}"
 
     async def main() -> None:
-        rt = DockerRuntime(node, (label,))
-        sm = SessionManager(rt)
-        fm = FaultManager(rt, sm, tmp_path)
         side = None
-        try:
-            rec = sm.open("alice", ttl=30)
-            a = await sm.create_container(rec.id, OWNER, SPEC, start=True)
-            b = await sm.create_container(rec.id, OWNER, SPEC, start=True)
-            side = docker_client.containers.run(  # adopted, in a's namespace (a sidecar)
-                "shakedown/busybox:test", ["sleep", "300"], detach=True,
-                network_mode=f"container:{a.id}", labels={RUN_LABEL: f"{RUN_ID}-{node}"})
-            with pytest.raises(InvalidArgument) as err:
-                await fm.inject(rec.id, OWNER, grudge((a.id, [b.id]), (side.id, [b.id])))
-            assert err.value.field == "spec.partition.grudges[1].target"
-            assert fm.list() == []
-        finally:
-            if side is not None:
-                side.remove(force=True)
-            rt.close()
+        with _manager(node, tmp_path, label) as (_, sm, fm):
+            try:
+                rec = sm.open("alice", ttl=30)
+                a = await sm.create_container(rec.id, OWNER, SPEC, start=True)
+                b = await sm.create_container(rec.id, OWNER, SPEC, start=True)
+                side = docker_client.containers.run(  # adopted, in a's namespace (a sidecar)
+                    "shakedown/busybox:test", ["sleep", "300"], detach=True,
+                    network_mode=f"container:{a.id}", labels={RUN_LABEL: f"{RUN_ID}-{node}"})
+                with pytest.raises(InvalidArgument) as err:
+                    await fm.inject(rec.id, OWNER, grudge((a.id, [b.id]), (side.id, [b.id])))
+                assert err.value.field == "spec.partition.grudges[1].target"
+                assert fm.list() == []
+            finally:
+                if side is not None:
+                    side.remove(force=True)
     asyncio.run(main())
 
 
@@ -97,10 +103,7 @@ def test_healing_a_partition_whose_container_dies_mid_heal_is_no_error(
     the scheduler's removal racing the heal): its namespace, and our chain, are gone, so
     the heal is done, not a FailedPrecondition (which once made a fuzz run "unknown")."""
     async def main() -> None:
-        rt = DockerRuntime(node)
-        sm = SessionManager(rt)
-        fm = FaultManager(rt, sm, tmp_path)
-        try:
+        with _manager(node, tmp_path) as (rt, sm, fm):
             rec = sm.open("alice", ttl=30)
             a = await sm.create_container(rec.id, OWNER, SPEC, start=True)
             b = await sm.create_container(rec.id, OWNER, SPEC, start=True)
@@ -130,6 +133,4 @@ def test_healing_a_partition_whose_container_dies_mid_heal_is_no_error(
             assert [f.id for f in fm.list()] == [fault.id]
             monkeypatch.undo()
             assert (await fm.heal(fault.id)).healed and fm.list() == []
-        finally:
-            rt.close()
     asyncio.run(main())
